@@ -1,0 +1,1 @@
+int wq__io_hdf5_placeholder;

@@ -1,0 +1,1 @@
+int wq__kernels_placeholder;

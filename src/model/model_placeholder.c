@@ -1,0 +1,1 @@
+int wq__model_placeholder;
