@@ -1,2 +1,7 @@
 wq_test_exe(test_dist_plan SOURCES test_dist_plan.c)
 wq_add_test(test_dist_plan LABELS unit)
+wq_test_exe(test_dist_reduce_mpi SOURCES test_dist_reduce_mpi.c)
+target_link_libraries(test_dist_reduce_mpi PRIVATE MPI::MPI_C)
+foreach(np IN LISTS WQ_TEST_NP)
+  wq_add_mpi_test(test_dist_reduce_mpi NP ${np} LABELS unit)
+endforeach()
