@@ -85,7 +85,9 @@ wq_status wq_dist_agree(wq_dist *d, wq_status local)
     WQ_MPI_TRY(MPI_Bcast(&code, 1, MPI_INT, first, d->comm));
     msg[sizeof msg - 1] = '\0';
     if (d->rank == first) return local;
-    wq_log(WQ_LOG_LVL_DEBUG, "rank %d failed (%s): %s", first, wq_status_str((wq_status)code), msg);
+    /* rank 0 repeats the root cause once, so the user sees it whichever rank failed */
+    wq_log(d->rank == 0 ? WQ_LOG_LVL_ERROR : WQ_LOG_LVL_DEBUG, "rank %d failed (%s): %s", first,
+           wq_status_str((wq_status)code), msg);
     return WQ_ERR_PEER;
 }
 

@@ -1,0 +1,19 @@
+/* cli.h: the wquant subcommands. Each returns the process exit code (0 ok, 1 runtime failure,
+ * 2 bad input/usage) and is called on every rank. Layer: cli. */
+#ifndef WQ_CLI_H
+#define WQ_CLI_H
+
+#include "dist/dist.h"
+#include "wq_status.h"
+
+int wq_cmd_quantize(int argc, char **argv, wq_dist *d);
+int wq_cmd_inspect(int argc, char **argv, wq_dist *d);
+int wq_cmd_export(int argc, char **argv, wq_dist *d);
+
+/* Exit code for a status: 0 for OK, 2 for bad input (ARG/FORMAT/UNSUPPORTED), 1 otherwise. */
+int wq_cli_exit_code(wq_status st);
+/* Rank 0 reads a whole file and broadcasts it; every rank gets a NUL-terminated wq_malloc'd copy.
+ * Collective; all ranks agree on failure (message names the path). */
+wq_status wq_cli_read_bcast(wq_dist *d, const char *path, char **text, size_t *len);
+
+#endif

@@ -1,0 +1,59 @@
+/* cli_common.c: helpers shared by the subcommands. Layer: cli. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/core_alloc.h"
+#include "core/core_log.h"
+
+wq_status wq_cli_read_bcast(wq_dist *d, const char *path, char **text, size_t *len)
+{
+    wq_status st = WQ_OK;
+    char *buf = NULL;
+    size_t n = 0;
+    *text = NULL;
+    if (wq_dist_rank(d) == 0) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            WQ_LOG_ERROR("cannot read '%s': %s", path, strerror(errno));
+            st = WQ_ERR_ARG;
+        } else {
+            fseek(f, 0, SEEK_END);
+            long sz = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            if (sz < 0 || sz > (64L << 20)) {
+                WQ_LOG_ERROR("'%s' is not a readable file of at most 64 MiB", path);
+                st = WQ_ERR_ARG;
+            } else {
+                buf = wq_malloc((size_t)sz + 1);
+                if (!buf) {
+                    st = WQ_ERR_NOMEM;
+                } else if (fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+                    WQ_LOG_ERROR("short read on '%s'", path);
+                    st = WQ_ERR_IO;
+                } else {
+                    buf[sz] = '\0';
+                    n = (size_t)sz;
+                }
+            }
+            fclose(f);
+        }
+    }
+    st = wq_dist_agree(d, st);
+    if (st != WQ_OK) {
+        wq_free(buf);
+        return st;
+    }
+    void *p = buf;
+    st = wq_dist_bcast_bytes(d, 0, &p, &n);
+    st = wq_dist_agree(d, st);
+    if (st != WQ_OK) {
+        if (wq_dist_rank(d) != 0) wq_free(p);
+        wq_free(buf);
+        return st;
+    }
+    *text = p;
+    if (len) *len = n;
+    return WQ_OK;
+}

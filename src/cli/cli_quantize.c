@@ -1,0 +1,319 @@
+/* cli_quantize.c: `wquant quantize`: read a HF model, quantize every configured linear, write the
+ * container collectively. Rank 0 builds the plan (which rank quantizes which tensor, balanced by size)
+ * and broadcasts it; ranks work in rounds so every rank learns of a failure within one tensor's time
+ * and rank 0 can print progress. Layer: cli. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "algos/algo_rtn.h"
+#include "cli/cli.h"
+#include "cli/cli_args.h"
+#include "core/core_alloc.h"
+#include "core/core_config.h"
+#include "core/core_log.h"
+#include "dist/dist_plan.h"
+#include "io_hdf5/h5_container.h"
+#include "model/hf_config.h"
+#include "model/st_reader.h"
+#include "wq_version.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A 2-D "<name>.weight" tensor that is a linear layer (projection or lm_head), not an embedding. */
+static int is_linear_weight(const wq_st_tensor *t, char *layer, size_t n)
+{
+    size_t len = strlen(t->name);
+    if (t->ndim != 2 || len < 8 || strcmp(t->name + len - 7, ".weight") != 0) return 0;
+    if (strstr(t->name, "embed_tokens") || strstr(t->name, "wte") || strstr(t->name, "norm"))
+        return 0;
+    snprintf(layer, n, "%.*s", (int)(len - 7), t->name);
+    return 1;
+}
+
+/* Applies --algo/--dtype/--bits/--group-size/--sym/--asym/--set overrides. */
+static wq_status apply_overrides(wq_config *cfg, wq_opt *opts)
+{
+    wq_opt *o;
+    if ((o = wq_cli_opt(opts, "dtype"))->value) WQ_TRY(wq_config_set(cfg, "dtype", o->value));
+    if ((o = wq_cli_opt(opts, "bits"))->value) WQ_TRY(wq_config_set(cfg, "bits", o->value));
+    if ((o = wq_cli_opt(opts, "group-size"))->value)
+        WQ_TRY(wq_config_set(cfg, "group_size", o->value));
+    if (wq_cli_opt(opts, "sym")->count) WQ_TRY(wq_config_set(cfg, "use_sym", "true"));
+    if (wq_cli_opt(opts, "asym")->count) WQ_TRY(wq_config_set(cfg, "use_sym", "false"));
+    if ((o = wq_cli_opt(opts, "set"))->value) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", o->value);
+        for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+            char *eq = strchr(kv, '=');
+            if (!eq) {
+                WQ_LOG_ERROR("--set expects key=value[,key=value...], got '%s'", kv);
+                return WQ_ERR_ARG;
+            }
+            *eq = '\0';
+            WQ_TRY(wq_config_set(cfg, kv, eq + 1));
+        }
+    }
+    return wq_config_validate(cfg);
+}
+
+/* Loads the config (rank 0 reads, all parse) and applies the overrides. Collective. */
+static wq_status load_config(wq_dist *d, wq_opt *opts, wq_config *cfg)
+{
+    wq_status st = WQ_OK;
+    const char *path = wq_cli_opt(opts, "config")->value;
+    const char *algo = wq_cli_opt(opts, "algo")->value;
+    if (path) {
+        char *text = NULL;
+        WQ_TRY(wq_cli_read_bcast(d, path, &text, NULL));
+        st = wq_config_parse(text, path, cfg);
+        wq_free(text);
+        if (st == WQ_OK && algo && strcmp(algo, wq_algo_name(cfg->algo)) != 0) {
+            WQ_LOG_ERROR("--algo %s contradicts the config file '%s' (algorithm '%s')", algo, path,
+                         wq_algo_name(cfg->algo));
+            wq_config_free(cfg);
+            st = WQ_ERR_ARG;
+        }
+    } else {
+        char js[64];
+        snprintf(js, sizeof js, "{\"%s\": {}}", algo ? algo : "rtn");
+        st = wq_config_parse(js, "--algo", cfg);
+    }
+    if (st == WQ_OK) {
+        st = apply_overrides(cfg, opts);
+        if (st != WQ_OK) wq_config_free(cfg);
+    }
+    return wq_dist_agree(d, st);
+}
+
+typedef struct {
+    wq_h5_entry *entries;
+    const wq_st_tensor **tensors;
+    int *owner;
+    int64_t n;
+} plan;
+
+static void plan_free(plan *p)
+{
+    wq_free(p->entries);
+    wq_free(p->tensors);
+    wq_free(p->owner);
+    memset(p, 0, sizeof *p);
+}
+
+/* Every rank derives the same entry list from the same headers and config; rank 0 balances the
+ * quantization work and broadcasts who does what. Collective. */
+static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model *m, plan *p)
+{
+    wq_status st = WQ_OK;
+    int64_t n = wq_st_count(m);
+    memset(p, 0, sizeof *p);
+    p->entries = wq_calloc((size_t)(n ? n : 1), sizeof *p->entries);
+    p->tensors = wq_calloc((size_t)(n ? n : 1), sizeof *p->tensors);
+    p->owner = wq_calloc((size_t)(n ? n : 1), sizeof *p->owner);
+    int64_t *cost = wq_calloc((size_t)(n ? n : 1), sizeof *cost);
+    WQ_CHECK_GOTO(p->entries && p->tensors && p->owner && cost, st, WQ_ERR_NOMEM, done,
+                  "out of memory planning %lld tensors", (long long)n);
+    p->n = n;
+    for (int64_t i = 0; i < n; i++) {
+        const wq_st_tensor *t = wq_st_at(m, i);
+        wq_h5_entry *e = &p->entries[i];
+        char layer[256];
+        p->tensors[i] = t;
+        e->orig_dtype = t->dtype;
+        e->ndim = t->ndim;
+        for (int k = 0; k < t->ndim; k++) e->shape[k] = t->shape[k];
+        snprintf(e->algorithm, sizeof e->algorithm, "%s", wq_algo_name(cfg->algo));
+        wq_qspec spec = {0};
+        if (is_linear_weight(t, layer, sizeof layer))
+            wq_config_resolve(cfg, layer, "Linear", &spec);
+        if (spec.dtype != WQ_QDTYPE_FP32 && is_linear_weight(t, layer, sizeof layer)) {
+            e->kind = WQ_H5_QLINEAR;
+            snprintf(e->name, sizeof e->name, "%s", layer);
+            e->rows = t->shape[0];
+            e->cols = t->shape[1];
+            e->spec = spec;
+            e->group_size_eff = wq_qspec_group_size(&spec, e->cols);
+            cost[i] = t->numel * (spec.mse_search ? 40 : 1);
+        } else {
+            e->kind = WQ_H5_RAW;
+            snprintf(e->name, sizeof e->name, "%s", t->name);
+            cost[i] = t->numel / 8; /* a copy is cheaper than quantizing */
+        }
+    }
+    if (wq_dist_rank(d) == 0) st = wq_dist_plan_items(cost, n, wq_dist_size(d), p->owner);
+    st = wq_dist_agree(d, st);
+    if (st == WQ_OK) st = wq_dist_bcast(d, 0, p->owner, (size_t)n * sizeof *p->owner);
+done:
+    wq_free(cost);
+    st = wq_dist_agree(d, st);
+    if (st != WQ_OK) plan_free(p);
+    return st;
+}
+
+/* Quantizes (or copies) entry i on this rank and writes it to the container. */
+static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const plan *p, int64_t i,
+                               wq_h5_file *f)
+{
+    wq_status st = WQ_OK;
+    const wq_st_tensor *t = p->tensors[i];
+    const wq_h5_entry *e = &p->entries[i];
+    if (e->kind == WQ_H5_RAW) {
+        void *buf = wq_malloc(t->nbytes ? t->nbytes : 1);
+        if (!buf) return WQ_ERR_NOMEM;
+        st = wq_st_read_raw(m, t, buf);
+        if (st == WQ_OK) st = wq_h5_write_raw(f, i, buf);
+        wq_free(buf);
+        return st;
+    }
+    float *w = wq_malloc((size_t)t->numel * sizeof(float));
+    wq_qmatrix q = {0};
+    if (!w) return WQ_ERR_NOMEM;
+    st = wq_st_read_f32(m, t, w);
+    if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q);
+    if (st == WQ_OK) st = wq_h5_write_qlinear(f, i, &q);
+    (void)cfg;
+    wq_qmatrix_free(&q);
+    wq_free(w);
+    return st;
+}
+
+/* Runs the rounds: in round k every rank processes its k-th item; rank 0 prints one progress line
+ * per tensor. Collective. */
+static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model *m, const plan *p,
+                            wq_h5_file *f, int progress)
+{
+    wq_status st = WQ_OK;
+    int rank = wq_dist_rank(d), size = wq_dist_size(d);
+    int64_t mine = 0;
+    for (int64_t i = 0; i < p->n; i++) mine += p->owner[i] == rank;
+    double rmax = (double)mine;
+    WQ_TRY(wq_dist_allreduce_max_f64(d, &rmax, 1));
+    int64_t rounds = (int64_t)rmax;
+    int64_t next = 0, done_count = 0;
+    double *info = wq_malloc((size_t)size * 3 * sizeof(double));
+    if (!info) return WQ_ERR_NOMEM;
+    for (int64_t r = 0; r < rounds; r++) {
+        while (next < p->n && p->owner[next] != rank) next++;
+        double mine_info[3] = {-1, 0, 0}; /* entry index, seconds, bytes */
+        if (next < p->n && st == WQ_OK) {
+            double t0 = now_s();
+            st = process_entry(cfg, m, p, next, f);
+            mine_info[0] = (double)next;
+            mine_info[1] = now_s() - t0;
+            mine_info[2] = (double)p->tensors[next]->nbytes;
+            next++;
+        }
+        st = wq_dist_agree(d, st);
+        if (st != WQ_OK) break;
+        if (progress) {
+            wq_status gs = wq_dist_allgather_bytes(d, mine_info, sizeof mine_info, info);
+            if (gs != WQ_OK) {
+                st = gs;
+                break;
+            }
+            for (int k = 0; rank == 0 && k < size; k++) {
+                if (info[3 * k] < 0) continue;
+                const wq_h5_entry *e = &p->entries[(int64_t)info[3 * k]];
+                done_count++;
+                fprintf(stderr, "[%4lld/%lld] %-44s r%-3d %-5s %8.1f MB/s\n", (long long)done_count,
+                        (long long)p->n, e->name, k,
+                        e->kind == WQ_H5_QLINEAR ? wq_qdtype_name(e->spec.dtype) : "copy",
+                        info[3 * k + 2] / 1e6 / (info[3 * k + 1] > 1e-9 ? info[3 * k + 1] : 1e-9));
+            }
+        }
+    }
+    wq_free(info);
+    return st;
+}
+
+int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
+{
+    wq_opt opts[] = {
+        {"model", WQ_OPT_VALUE, "DIR", "HuggingFace model directory (config.json + safetensors)"},
+        {"config", WQ_OPT_VALUE, "FILE", "wquant config (INC dict form); default: --algo defaults"},
+        {"out", WQ_OPT_VALUE, "FILE.h5", "output container (qconfig.json is written beside it)"},
+        {"algo", WQ_OPT_VALUE, "NAME", "rtn (default without --config)"},
+        {"dtype", WQ_OPT_VALUE, "T", "override: int, int2..int8, nf4, fp4, fp4_e2m1"},
+        {"bits", WQ_OPT_VALUE, "N", "override: bits 1..8"},
+        {"group-size", WQ_OPT_VALUE, "G", "override: group size (-1 = per output channel)"},
+        {"sym", WQ_OPT_FLAG, NULL, "override: symmetric"},
+        {"asym", WQ_OPT_FLAG, NULL, "override: asymmetric"},
+        {"set", WQ_OPT_VALUE, "K=V,...", "override any global key, e.g. use_mse_search=true"},
+        {"quiet", WQ_OPT_FLAG, NULL, "no progress lines"},
+        {"help", WQ_OPT_FLAG, NULL, "this help"},
+        {NULL},
+    };
+    const char *pos[1];
+    int n_pos = 0;
+    if (wq_cli_parse(argc, argv, 2, opts, pos, 0, &n_pos) != 0) return 2;
+    if (wq_cli_opt(opts, "help")->count) {
+        if (wq_dist_rank(d) == 0)
+            wq_cli_print_help("wquant quantize --model DIR [--config FILE] --out FILE.h5 [overrides]",
+                              "Quantizes every linear layer the config selects and writes one "
+                              "parallel-HDF5 container\n(plus qconfig.json). Run under mpiexec for "
+                              "many ranks; the result is identical for any rank count.",
+                              opts);
+        return 0;
+    }
+    const char *model_dir = wq_cli_opt(opts, "model")->value;
+    const char *out = wq_cli_opt(opts, "out")->value;
+    if (!model_dir || !out) {
+        if (wq_dist_rank(d) == 0) fprintf(stderr, "wquant quantize: --model and --out are required\n");
+        return 2;
+    }
+    int progress = !wq_cli_opt(opts, "quiet")->count && isatty(2);
+    wq_config cfg;
+    wq_status st = load_config(d, opts, &cfg);
+    if (st != WQ_OK) return wq_cli_exit_code(st);
+
+    wq_st_model *m = NULL;
+    plan p = {0};
+    wq_h5_file *f = NULL;
+    char *src_cfg = NULL, *cfg_json = NULL;
+    wq_model_cfg mc;
+    double t0 = now_s();
+    st = wq_st_open(model_dir, &m);
+    if (st == WQ_OK) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.json", model_dir);
+        st = wq_hf_config_load(path, &mc);
+        if (st == WQ_OK) st = wq_read_text_file(path, &src_cfg, NULL);
+        if (st == WQ_OK) st = wq_hf_check_tensors(&mc, m);
+    }
+    st = wq_dist_agree(d, st);
+    if (st == WQ_OK) st = build_plan(d, &cfg, m, &p);
+    if (st == WQ_OK) {
+        cfg_json = wq_config_to_json(&cfg);
+        st = cfg_json ? WQ_OK : WQ_ERR_NOMEM;
+        st = wq_dist_agree(d, st);
+    }
+    if (st == WQ_OK) st = wq_h5_create(d, out, p.entries, p.n, src_cfg, cfg_json, &f);
+    if (st == WQ_OK) {
+        WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
+                    model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
+        wq_status rs = run_rounds(d, &cfg, m, &p, f, progress);
+        st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
+        f = NULL;
+    }
+    if (st == WQ_OK && wq_dist_rank(d) == 0) st = wq_h5_write_qconfig(out, &cfg, p.entries, p.n);
+    st = wq_dist_agree(d, st);
+    if (st == WQ_OK)
+        WQ_LOG_ROOT("wrote %s in %.2f s", out, now_s() - t0);
+    else if (wq_dist_rank(d) == 0)
+        fprintf(stderr, "wquant quantize: failed (%s); no container written at %s\n",
+                wq_status_str(st), out);
+    wq_free(cfg_json);
+    wq_free(src_cfg);
+    plan_free(&p);
+    wq_st_close(m);
+    wq_config_free(&cfg);
+    return wq_cli_exit_code(st);
+}

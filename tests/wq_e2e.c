@@ -1,0 +1,51 @@
+/* wq_e2e.c: run the CLI under mpiexec and capture its output. */
+#include "wq_e2e.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+const char *wq_e2e_bin(void) { return WQ_BUILD_DIR "/wquant"; }
+
+int wq_e2e_file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+int wq_e2e_run(int np, char **log, const char *fmt, ...)
+{
+    static char out[1 << 16];
+    char args[8192], cmd[10000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    if (np > 0)
+        snprintf(cmd, sizeof cmd, "mpiexec -n %d --oversubscribe %s %s 2>&1", np, wq_e2e_bin(), args);
+    else
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1", wq_e2e_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    if (log) *log = out;
+    if (getenv("WQ_TEST_VERBOSE")) fprintf(stderr, "$ %s\n%s", cmd, out);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+int wq_e2e_write_st(const char *path, const char *header, const void *data, size_t data_len,
+                    int64_t header_len_override)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    uint64_t hl = header_len_override >= 0 ? (uint64_t)header_len_override : strlen(header);
+    fwrite(&hl, 8, 1, f);
+    fwrite(header, 1, strlen(header), f);
+    if (data_len) fwrite(data, 1, data_len, f);
+    return fclose(f);
+}

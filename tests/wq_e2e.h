@@ -1,0 +1,20 @@
+/* wq_e2e.h: helpers for end-to-end tests that run the real `wquant` binary under mpiexec. */
+#ifndef WQ_E2E_H
+#define WQ_E2E_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Path of the built CLI and the mpiexec prefix ("mpiexec -n N --oversubscribe"). */
+const char *wq_e2e_bin(void);
+/* Runs `mpiexec -n np wquant <args>` with stdout+stderr captured into *log (static buffer);
+ * returns the exit status. np = 0 runs the binary without mpiexec. */
+int wq_e2e_run(int np, char **log, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int wq_e2e_file_exists(const char *path);
+
+/* A tiny safetensors writer for crafting (possibly broken) test files: header text and data given
+ * verbatim; header_len_override >= 0 replaces the 8-byte length field. */
+int wq_e2e_write_st(const char *path, const char *header, const void *data, size_t data_len,
+                    int64_t header_len_override);
+
+#endif
