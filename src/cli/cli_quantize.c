@@ -177,7 +177,7 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
     wq_qmatrix q = {0};
     if (!w) return WQ_ERR_NOMEM;
     st = wq_st_read_f32(m, t, w);
-    if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q);
+    if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
     if (st == WQ_OK) st = wq_h5_write_qlinear(f, i, &q);
     (void)cfg;
     wq_qmatrix_free(&q);

@@ -45,6 +45,10 @@ wq_status wq_dist_allgather_bytes(wq_dist *d, const void *in, size_t n, void *ou
 wq_status wq_dist_send(wq_dist *d, int dest, int tag, const void *buf, size_t n);
 wq_status wq_dist_recv(wq_dist *d, int src, int tag, void *buf, size_t n);
 
+/* Splits into sub-groups (MPI_Comm_split semantics: same color -> same group, ordered by key).
+ * Collective. *out is heap-owned (wq_dist_destroy; it does not finalise MPI). */
+wq_status wq_dist_split(wq_dist *d, int color, int key, wq_dist **out);
+
 /* A rank-local failure that peers cannot reach an agreement point for: log and MPI_Abort.
  * Only drivers (cli/) call this. Does not return. */
 _Noreturn void wq_die(wq_dist *d, wq_status st);

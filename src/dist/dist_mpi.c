@@ -64,6 +64,24 @@ wq_status wq_dist_create(int *argc, char ***argv, wq_dist **out)
     return WQ_OK;
 }
 
+wq_status wq_dist_split(wq_dist *d, int color, int key, wq_dist **out)
+{
+    *out = NULL;
+    wq_dist *s = wq_calloc(1, sizeof *s);
+    if (!s) return WQ_ERR_NOMEM;
+    int rc = MPI_Comm_split(d->comm, color, key, &s->comm);
+    if (rc != MPI_SUCCESS) {
+        wq_free(s);
+        WQ_LOG_ERROR("MPI_Comm_split failed");
+        return WQ_ERR_MPI;
+    }
+    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(s->comm, &s->rank);
+    MPI_Comm_size(s->comm, &s->size);
+    *out = s;
+    return WQ_OK;
+}
+
 void wq_dist_destroy(wq_dist *d)
 {
     if (!d) return;

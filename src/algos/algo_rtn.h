@@ -1,0 +1,28 @@
+/* algo_rtn.h: round-to-nearest quantization of one weight matrix (numerics.md §1-3).
+ * Layer: algos (no MPI, no HDF5). */
+#ifndef WQ_ALGO_RTN_H
+#define WQ_ALGO_RTN_H
+
+#include <stdint.h>
+
+#include "core/core_qtypes.h"
+#include "wq_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Quantizes W[rows][cols] (f32) with spec into *out (allocated here; free with wq_qmatrix_free):
+ *  1. rejects non-finite weights: WQ_ERR_NUMERIC, message names `name` and the first bad element
+ *     (documented rule: wquant never quantizes NaN/Inf silently);
+ *  2. with use_mse_search, picks the layer's clip ratio (40-point grid, weight MSE, §1.4);
+ *  3. per-group int/nf4/fp4 quantization (§1.2, §2.2) with the ratio as quantile;
+ *  4. with use_double_quant, quantizes the scales (§3.1; also for ragged last groups, unlike INC).
+ * *quantile_out (may be NULL) receives the ratio used. WQ_ERR_ARG, WQ_ERR_NOMEM, WQ_ERR_NUMERIC. */
+wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const float *W, int64_t rows,
+                               int64_t cols, wq_qmatrix *out, float *quantile_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

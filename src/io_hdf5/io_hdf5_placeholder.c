@@ -1,1 +1,0 @@
-int wq__io_hdf5_placeholder;
