@@ -9,6 +9,8 @@
 int wq_cmd_quantize(int argc, char **argv, wq_dist *d);
 int wq_cmd_inspect(int argc, char **argv, wq_dist *d);
 int wq_cmd_export(int argc, char **argv, wq_dist *d);
+int wq_cmd_eval(int argc, char **argv, wq_dist *d);
+int wq_cmd_generate(int argc, char **argv, wq_dist *d);
 
 /* Exit code for a status: 0 for OK, 2 for bad input (ARG/FORMAT/UNSUPPORTED), 1 otherwise. */
 int wq_cli_exit_code(wq_status st);

@@ -15,6 +15,8 @@ static const struct {
     const char *summary;
 } k_cmds[] = {
     {"quantize", wq_cmd_quantize, "quantize a HuggingFace model into a parallel-HDF5 container"},
+    {"eval", wq_cmd_eval, "perplexity of the fp or quantized model (stories / windows protocols)"},
+    {"generate", wq_cmd_generate, "greedy decoding from token ids (smoke test)"},
     {"inspect", wq_cmd_inspect, "list the layers, settings and sizes of a container"},
     {"export", wq_cmd_export, "write a container as another format (safetensors-fp16, ...)"},
 };

@@ -1,0 +1,68 @@
+/* cli_source.c: wq_weight_source over safetensors and over a container. Layer: cli. */
+#include "cli/cli_source.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/core_log.h"
+
+static wq_status st_read(void *ctx, const char *name, float *dst, int64_t numel)
+{
+    const wq_st_model *m = ctx;
+    const wq_st_tensor *t = wq_st_find(m, name);
+    if (!t) {
+        WQ_LOG_ERROR("%s: tensor '%s' not found", wq_st_dir(m), name);
+        return WQ_ERR_FORMAT;
+    }
+    if (t->numel != numel) {
+        WQ_LOG_ERROR("%s: tensor '%s' has %lld elements, expected %lld", wq_st_dir(m), name,
+                     (long long)t->numel, (long long)numel);
+        return WQ_ERR_FORMAT;
+    }
+    return wq_st_read_f32(m, t, dst);
+}
+static int st_has(void *ctx, const char *name) { return wq_st_find(ctx, name) != NULL; }
+
+wq_weight_source wq_source_safetensors(const wq_st_model *m)
+{
+    return (wq_weight_source){(void *)m, st_read, st_has};
+}
+
+/* A tensor "X.weight" is either the raw entry "X.weight" or the quantized linear "X". */
+static const wq_h5_entry *h5_lookup(const wq_h5_reader *r, const char *name)
+{
+    const wq_h5_entry *e = wq_h5_find(r, name);
+    if (e) return e;
+    size_t n = strlen(name);
+    if (n > 7 && strcmp(name + n - 7, ".weight") == 0) {
+        char base[256];
+        snprintf(base, sizeof base, "%.*s", (int)(n - 7), name);
+        e = wq_h5_find(r, base);
+        if (e && e->kind == WQ_H5_QLINEAR) return e;
+    }
+    return NULL;
+}
+
+static wq_status h5_read(void *ctx, const char *name, float *dst, int64_t numel)
+{
+    const wq_h5_reader *r = ctx;
+    const wq_h5_entry *e = h5_lookup(r, name);
+    if (!e) {
+        WQ_LOG_ERROR("container: tensor '%s' not found", name);
+        return WQ_ERR_FORMAT;
+    }
+    int64_t n = 1;
+    for (int k = 0; k < e->ndim; k++) n *= e->shape[k];
+    if (n != numel) {
+        WQ_LOG_ERROR("container: tensor '%s' has %lld elements, expected %lld", name, (long long)n,
+                     (long long)numel);
+        return WQ_ERR_FORMAT;
+    }
+    return e->kind == WQ_H5_QLINEAR ? wq_h5_dequant(r, e, dst) : wq_h5_read_raw_f32(r, e, dst);
+}
+static int h5_has(void *ctx, const char *name) { return h5_lookup(ctx, name) != NULL; }
+
+wq_weight_source wq_source_container(const wq_h5_reader *r)
+{
+    return (wq_weight_source){(void *)r, h5_read, h5_has};
+}
