@@ -1,0 +1,158 @@
+/* bench_rtn.c: single-thread RTN int4 g128 asym throughput on a Llama-7B-shaped layer set
+ * (4096x4096, 11008x4096, 4096x11008; random normal bf16 weights, fixed seed):
+ *   bf16 -> f32 (wq_kern_bf16_to_f32) -> codes/scales/zeros (wq_kern_quant_row_int)
+ *        -> packed optimum qweight (wq_kern_pack_qweight_optimum_ld) and qzeros.
+ * Reported as input GB/s (bf16 bytes read per second) and as a ratio to a memcpy of the same input
+ * bytes measured in the same process (the memory-bandwidth ceiling of a read+write pass).
+ * Each figure is the best of REPS runs. Usage: bench_rtn [reps] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/core_alloc.h"
+#include "core/core_half.h"
+#include "kernels/kern_pack.h"
+#include "kernels/kern_quant.h"
+
+enum { BITS = 4, GS = 128, ROW_BLOCK = 16, NMAT = 3 };
+
+static const int64_t k_shapes[NMAT][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* N(0, 0.02^2) bf16 weights (Box-Muller), the typical scale of Llama linear weights. */
+static void fill_bf16(uint16_t *w, int64_t n, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int64_t i = 0; i < n; i += 2) {
+        double u1 = ((double)(splitmix(&s) >> 11) + 1.0) * 0x1.0p-53;
+        double u2 = (double)(splitmix(&s) >> 11) * 0x1.0p-53;
+        double r = 0.02 * sqrt(-2.0 * log(u1));
+        w[i] = wq_f32_to_bf16((float)(r * cos(6.283185307179586 * u2)));
+        if (i + 1 < n) w[i + 1] = wq_f32_to_bf16((float)(r * sin(6.283185307179586 * u2)));
+    }
+}
+
+typedef struct {
+    int64_t rows, cols, ngroups;
+    uint16_t *w;     /* [rows][cols] bf16 input */
+    int32_t *qweight; /* [ceil(cols/8)][rows] */
+    int32_t *qzeros;  /* [ngroups][ceil(rows/8)] */
+    float *scales, *zeros; /* [rows][ngroups] */
+} layer;
+
+/* The measured pipeline for one matrix. xf: [ROW_BLOCK][cols] f32, codes: [ROW_BLOCK][cols]. */
+static void quantize_layer(layer *L, float *xf, uint8_t *codes)
+{
+    const int64_t rows = L->rows, cols = L->cols, ng = L->ngroups;
+    for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
+        const int64_t nr = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+        wq_kern_bf16_to_f32(L->w + r0 * cols, xf, nr * cols);
+        for (int64_t r = 0; r < nr; r++)
+            wq_kern_quant_row_int(xf + r * cols, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f,
+                                  codes + r * cols, L->scales + (r0 + r) * ng,
+                                  L->zeros + (r0 + r) * ng);
+        wq_kern_pack_qweight_optimum_ld(codes, nr, cols, BITS, rows, L->qweight + r0);
+    }
+    wq_kern_pack_qzeros_optimum(L->zeros, rows, ng, BITS, L->qzeros);
+}
+
+int main(int argc, char **argv)
+{
+    const int reps = argc > 1 ? atoi(argv[1]) : 3;
+    layer L[NMAT];
+    int64_t max_cols = 0;
+    double in_bytes[NMAT], tot_bytes = 0;
+    double t0 = now();
+    for (int m = 0; m < NMAT; m++) {
+        layer *l = &L[m];
+        l->rows = k_shapes[m][0];
+        l->cols = k_shapes[m][1];
+        l->ngroups = (l->cols + GS - 1) / GS;
+        const int64_t n = l->rows * l->cols;
+        l->w = wq_malloc((size_t)n * 2);
+        l->qweight = wq_calloc((size_t)(wq_kern_pack_words(l->cols, BITS) * l->rows), 4);
+        l->qzeros = wq_calloc((size_t)(l->ngroups * wq_kern_pack_words(l->rows, BITS)), 4);
+        l->scales = wq_calloc((size_t)(l->rows * l->ngroups), 4);
+        l->zeros = wq_calloc((size_t)(l->rows * l->ngroups), 4);
+        if (!l->w || !l->qweight || !l->qzeros || !l->scales || !l->zeros) {
+            fprintf(stderr, "bench_rtn: out of memory\n");
+            return 1;
+        }
+        fill_bf16(l->w, n, 0x5eed0000ULL + (uint64_t)m);
+        in_bytes[m] = (double)n * 2.0;
+        tot_bytes += in_bytes[m];
+        if (l->cols > max_cols) max_cols = l->cols;
+    }
+    float *xf = wq_malloc((size_t)(ROW_BLOCK * max_cols) * sizeof(float));
+    uint8_t *codes = wq_malloc((size_t)(ROW_BLOCK * max_cols));
+    uint16_t *copy = wq_malloc((size_t)(k_shapes[1][0] * k_shapes[1][1]) * 2); /* largest layer */
+    if (!xf || !codes || !copy) {
+        fprintf(stderr, "bench_rtn: out of memory\n");
+        return 1;
+    }
+    memset(copy, 0, (size_t)(k_shapes[1][0] * k_shapes[1][1]) * 2); /* fault the pages in */
+    printf("bench_rtn: RTN int4 g128 asym, bf16 -> packed optimum, 1 thread, best of %d "
+           "(setup %.1f s)\n", reps, now() - t0);
+
+    double best_q[NMAT], best_c[NMAT];
+    uint64_t checksum = 0;
+    for (int m = 0; m < NMAT; m++) {
+        best_q[m] = best_c[m] = 1e30;
+        for (int rep = 0; rep < reps; rep++) {
+            double t = now();
+            memcpy(copy, L[m].w, (size_t)in_bytes[m]);
+            t = now() - t;
+            if (t < best_c[m]) best_c[m] = t;
+            t = now();
+            quantize_layer(&L[m], xf, codes);
+            t = now() - t;
+            if (t < best_q[m]) best_q[m] = t;
+        }
+        checksum += (uint64_t)copy[12345];
+        for (int64_t i = 0; i < L[m].rows; i++) checksum = checksum * 31u + (uint32_t)L[m].qweight[i];
+    }
+
+    double tq = 0, tc = 0;
+    printf("%-12s %10s %10s %12s %12s %7s\n", "matrix", "quant ms", "memcpy ms", "quant GB/s",
+           "memcpy GB/s", "ratio");
+    for (int m = 0; m < NMAT; m++) {
+        char name[32];
+        snprintf(name, sizeof name, "%lldx%lld", (long long)L[m].rows, (long long)L[m].cols);
+        printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", name, best_q[m] * 1e3, best_c[m] * 1e3,
+               in_bytes[m] / best_q[m] / 1e9, in_bytes[m] / best_c[m] / 1e9, best_c[m] / best_q[m]);
+        tq += best_q[m];
+        tc += best_c[m];
+    }
+    printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", "total", tq * 1e3, tc * 1e3,
+           tot_bytes / tq / 1e9, tot_bytes / tc / 1e9, tc / tq);
+    printf("ratio to memcpy (target >= 0.5): %.3f   [checksum %016llx]\n", tc / tq,
+           (unsigned long long)checksum);
+
+    for (int m = 0; m < NMAT; m++) {
+        wq_free(L[m].w);
+        wq_free(L[m].qweight);
+        wq_free(L[m].qzeros);
+        wq_free(L[m].scales);
+        wq_free(L[m].zeros);
+    }
+    wq_free(xf);
+    wq_free(codes);
+    wq_free(copy);
+    return 0;
+}

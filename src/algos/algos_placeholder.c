@@ -1,1 +1,0 @@
-int wq__algos_placeholder;

@@ -1,0 +1,58 @@
+/* kern_vec.h: private branch-free scalar helpers that GCC/Clang auto-vectorize at plain -O3 with the
+ * SSE2 baseline (no -march). Layer: kernels (internal to src/kernels, not part of the API).
+ *
+ * Why not `a < b ? a : b`: with the default -ftrapping-math GCC refuses to if-convert a float
+ * comparison inside a loop ("control flow in loop") and the loop stays scalar. Selecting through an
+ * all-ones/all-zeros integer mask has no control flow and becomes cmpltps + and/andn/or. */
+#ifndef WQ_KERN_VEC_H
+#define WQ_KERN_VEC_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/core_log.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "wquant kernels assume a little-endian host"
+#endif
+
+/* Kernel preconditions: checked in debug builds, compiled out with NDEBUG (Release). */
+#ifdef NDEBUG
+#define WQ_KERN_ASSERT(x) ((void)0)
+#else
+#define WQ_KERN_ASSERT(x) WQ_ASSERT(x)
+#endif
+
+static inline uint32_t kv_f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float kv_u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* a > b ? a : b, b when unordered (same as x86 maxss b-operand rule). */
+static inline float kv_max(float a, float b)
+{
+    uint32_t m = 0u - (uint32_t)(a > b);
+    return kv_u2f((kv_f2u(a) & m) | (kv_f2u(b) & ~m));
+}
+
+/* a < b ? a : b, b when unordered. */
+static inline float kv_min(float a, float b)
+{
+    uint32_t m = 0u - (uint32_t)(a < b);
+    return kv_u2f((kv_f2u(a) & m) | (kv_f2u(b) & ~m));
+}
+
+/* 1.5 * 2^23. For |v| < 2^22, v + KV_MAGIC lies in [2^23, 2^24) where the float spacing is 1, so the
+ * addition rounds v to an integer half-to-even and subtracting KV_MAGIC is exact. */
+#define KV_MAGIC 0x1.8p23f
+
+#endif
