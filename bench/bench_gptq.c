@@ -1,13 +1,11 @@
 /* bench_gptq.c: GPTQ layer solve and Hessian accumulation throughput, as ratios to the OpenBLAS
  * sgemm peak measured in the same process with the same thread count (1 by default).
- * Usage: bench_gptq [--threads N] [--rows11008 R] [--hess-chunks C]
+ * Usage: bench_gptq [--threads N] [--rows11008 R] [--hess-chunks C]   (R = 0 skips that layer)
  * FLOPs counted (what the code performs, not INC's path):
- *   prepare  = n^3/3 (dpotrf) + n^3/3 (dtrtri), in double
- *   solve    = rows * n * (n - 1): every (quantized column p, later column j) pair of every row
- *   costs one
- *              multiply-add, whether applied in a rank-1 step, a sub-block GEMM or the lazy-batch
- *              GEMM
- *   Hessian  = tokens * n * (n + 1): one multiply-add per upper-triangle entry per token */
+ *   prepare = n^3/3 (dpotrf, double) + n^3/3 (strtri, float)
+ *   solve   = rows * n * (n - 1): one multiply-add per (quantized column p, later column j) pair of
+ *             every row, whether applied in a rank-1 step, a sub-block GEMM or a lazy-batch GEMM
+ *   Hessian = tokens * n * (n + 1): one multiply-add per upper-triangle entry per token */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +113,7 @@ static void bench_layer(int64_t rows, int64_t cols, double peak)
     double tp = t1 - t0, ts = t3 - t2;
     printf("gptq %5lld x %5lld (int4 sym g128 act_order, block 128)\n", (long long)rows,
            (long long)cols);
-    printf("  prepare (dpotrf+dtrtri, fp64) %7.2f s %7.1f GFLOP/s  eff %.2f\n", tp, fp / tp / 1e9,
+    printf("  prepare (dpotrf64+strtri32)   %7.2f s %7.1f GFLOP/s  eff %.2f\n", tp, fp / tp / 1e9,
            fp / tp / 1e9 / peak);
     printf("  solve   (lazy-batch sgemm)    %7.2f s %7.1f GFLOP/s  eff %.2f\n", ts, fs / ts / 1e9,
            fs / ts / 1e9 / peak);

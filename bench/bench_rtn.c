@@ -57,16 +57,22 @@ typedef struct {
 } layer;
 
 /* The measured pipeline for one matrix. xf: [ROW_BLOCK][cols] f32, codes: [ROW_BLOCK][cols]. */
-static void quantize_layer(layer *L, float *xf, uint8_t *codes)
+static void quantize_layer(layer *L, float *xf, uint8_t *codes, int fused)
 {
     const int64_t rows = L->rows, cols = L->cols, ng = L->ngroups;
     for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
         const int64_t nr = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
-        wq_kern_bf16_to_f32(L->w + r0 * cols, xf, nr * cols);
-        for (int64_t r = 0; r < nr; r++)
-            wq_kern_quant_row_int(xf + r * cols, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f,
-                                  codes + r * cols, L->scales + (r0 + r) * ng,
-                                  L->zeros + (r0 + r) * ng);
+        for (int64_t r = 0; r < nr; r++) {
+            if (fused)
+                wq_kern_quant_row_int_bf16(L->w + (r0 + r) * cols, cols, GS, BITS, WQ_SCHEME_ASYM,
+                                           1.0f, codes + r * cols, L->scales + (r0 + r) * ng,
+                                           L->zeros + (r0 + r) * ng);
+            else {
+                wq_kern_bf16_to_f32(L->w + (r0 + r) * cols, xf, cols);
+                wq_kern_quant_row_int(xf, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f, codes + r * cols,
+                                      L->scales + (r0 + r) * ng, L->zeros + (r0 + r) * ng);
+            }
+        }
         wq_kern_pack_qweight_optimum_ld(codes, nr, cols, BITS, rows, L->qweight + r0);
     }
     wq_kern_pack_qzeros_optimum(L->zeros, rows, ng, BITS, L->qzeros);
@@ -110,39 +116,53 @@ int main(int argc, char **argv)
     printf("bench_rtn: RTN int4 g128 asym, bf16 -> packed optimum, 1 thread, best of %d "
            "(setup %.1f s)\n", reps, now() - t0);
 
-    double best_q[NMAT], best_c[NMAT];
-    uint64_t checksum = 0;
+    /* variant 0: fused bf16 row kernel; variant 1: widen each row to f32, then the f32 kernel */
+    static const char *k_variant[2] = {"fused bf16 row kernel", "bf16->f32 row + f32 kernel"};
+    double best_q[2][NMAT], best_c[NMAT];
+    uint64_t checksum[2] = {0, 0};
     for (int m = 0; m < NMAT; m++) {
-        best_q[m] = best_c[m] = 1e30;
+        best_c[m] = best_q[0][m] = best_q[1][m] = 1e30;
         for (int rep = 0; rep < reps; rep++) {
             double t = now();
             memcpy(copy, L[m].w, (size_t)in_bytes[m]);
             t = now() - t;
             if (t < best_c[m]) best_c[m] = t;
-            t = now();
-            quantize_layer(&L[m], xf, codes);
-            t = now() - t;
-            if (t < best_q[m]) best_q[m] = t;
+            for (int v = 0; v < 2; v++) {
+                t = now();
+                quantize_layer(&L[m], xf, codes, v == 0);
+                t = now() - t;
+                if (t < best_q[v][m]) best_q[v][m] = t;
+                if (rep == 0)
+                    for (int64_t i = 0; i < L[m].rows * 8; i++)
+                        checksum[v] = checksum[v] * 31u + (uint32_t)L[m].qweight[i];
+            }
         }
-        checksum += (uint64_t)copy[12345];
-        for (int64_t i = 0; i < L[m].rows; i++) checksum = checksum * 31u + (uint32_t)L[m].qweight[i];
+    }
+    if (checksum[0] != checksum[1]) {
+        fprintf(stderr, "bench_rtn: the two pipelines disagree\n");
+        return 1;
     }
 
-    double tq = 0, tc = 0;
-    printf("%-12s %10s %10s %12s %12s %7s\n", "matrix", "quant ms", "memcpy ms", "quant GB/s",
-           "memcpy GB/s", "ratio");
-    for (int m = 0; m < NMAT; m++) {
-        char name[32];
-        snprintf(name, sizeof name, "%lldx%lld", (long long)L[m].rows, (long long)L[m].cols);
-        printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", name, best_q[m] * 1e3, best_c[m] * 1e3,
-               in_bytes[m] / best_q[m] / 1e9, in_bytes[m] / best_c[m] / 1e9, best_c[m] / best_q[m]);
-        tq += best_q[m];
-        tc += best_c[m];
+    double ratio = 0;
+    for (int v = 0; v < 2; v++) {
+        double tq = 0, tc = 0;
+        printf("\n[%s]\n%-12s %10s %10s %12s %12s %7s\n", k_variant[v], "matrix", "quant ms",
+               "memcpy ms", "quant GB/s", "memcpy GB/s", "ratio");
+        for (int m = 0; m < NMAT; m++) {
+            char name[32];
+            snprintf(name, sizeof name, "%lldx%lld", (long long)L[m].rows, (long long)L[m].cols);
+            printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", name, best_q[v][m] * 1e3,
+                   best_c[m] * 1e3, in_bytes[m] / best_q[v][m] / 1e9, in_bytes[m] / best_c[m] / 1e9,
+                   best_c[m] / best_q[v][m]);
+            tq += best_q[v][m];
+            tc += best_c[m];
+        }
+        printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", "total", tq * 1e3, tc * 1e3,
+               tot_bytes / tq / 1e9, tot_bytes / tc / 1e9, tc / tq);
+        if (v == 0) ratio = tc / tq;
     }
-    printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", "total", tq * 1e3, tc * 1e3,
-           tot_bytes / tq / 1e9, tot_bytes / tc / 1e9, tc / tq);
-    printf("ratio to memcpy (target >= 0.5): %.3f   [checksum %016llx]\n", tc / tq,
-           (unsigned long long)checksum);
+    printf("\nratio to memcpy, fused pipeline (target >= 0.5): %.3f   [checksum %016llx]\n", ratio,
+           (unsigned long long)checksum[0]);
 
     for (int m = 0; m < NMAT; m++) {
         wq_free(L[m].w);

@@ -836,6 +836,29 @@ static void st_should_return_nomem_without_leaking_when_allocation_fails(void **
     wq_st_close(m);
 }
 
+static void st_open_should_reject_index_listing_a_tensor_twice(void **state)
+{
+    char p[512];
+    write_sharded_model(state);
+    tmp_path(state, "model.safetensors.index.json", p, sizeof p);
+    const char *bad = "{\"weight_map\": {\"a.weight\": \"model-00001-of-00002.safetensors\","
+                      " \"b.weight\": \"model-00001-of-00002.safetensors\","
+                      " \"c.weight\": \"model-00002-of-00002.safetensors\","
+                      " \"a.weight\": \"model-00002-of-00002.safetensors\"}}";
+    assert_int_equal(wq_test_write_file(p, bad, strlen(bad)), 0);
+    expect_bad_sharded(state, "'a.weight' is listed twice in weight_map");
+
+    /* The index writer refuses to produce such a file in the first place. */
+    fixture *f = *state;
+    const char *names[] = {"a.weight", "c.weight", "a.weight"};
+    const int shard_of[] = {0, 1, 1};
+    assert_int_equal(wq_st_write_index(f->dir, names, shard_of, 3, k_shard_files, 2, 0), WQ_ERR_ARG);
+    const int bad_shard[] = {0, 2, 1};
+    const char *ok_names[] = {"a.weight", "b.weight", "c.weight"};
+    assert_int_equal(wq_st_write_index(f->dir, ok_names, bad_shard, 3, k_shard_files, 2, 0),
+                     WQ_ERR_ARG);
+}
+
 #define TMP_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_tmp, teardown_tmp)
 
 int main(void)
@@ -873,6 +896,7 @@ int main(void)
         TMP_TEST(st_open_should_reject_missing_shard_file),
         TMP_TEST(st_open_should_reject_tensor_in_two_shards),
         TMP_TEST(st_open_should_reject_corrupt_shard),
+        TMP_TEST(st_open_should_reject_index_listing_a_tensor_twice),
         TMP_TEST(st_should_return_nomem_without_leaking_when_allocation_fails),
     };
     return cmocka_run_group_tests_name("model_st", tests, NULL, NULL);

@@ -43,8 +43,10 @@
  *    from the initial W_8, never updated; reproduced under inc_parity); static groups are also
  *    computed in the FP8 domain (INC computes them from the unscaled weights and applies them to
  *    scaled ones).
- *  - A zero scale (possible after double quantization) maps every element of the group to the zero
- *    code instead of dividing by zero (INC produces NaN/inf).
+ *  - A zero scale (double quantization can round a tiny scale to 0) gives finite codes (kern_quant:
+ *    NaN quotient -> code 0, +-inf -> clamp) that dequantize to 0, never NaN (INC: NaN codes).
+ *  - int bits 1 with sym: kern_quant's 1-bit rule (sign trick, codes {0, 1} -> {0, +-amax}); the
+ *    GPTQ formula would round every weight to 0. The MSE grid is skipped for that case.
  *  - spec->full_range is ignored (INC's GPTQ quantizer has none); spec->sym selects the GPTQ
  *    symmetric scheme 2*amax/(2^b-1) with zero 2^(b-1) (numerics.md 4.4 [DIFF]).
  * Option combinations: act_order + hybrid_order -> WQ_ERR_ARG. act_order + static_groups: valid
@@ -76,12 +78,12 @@ extern "C" {
 
 typedef struct wq_gptq_ctx wq_gptq_ctx;
 
-/* Rows per tile for a layer with `rows_total` output rows. 64, or a multiple of the double-quant
- * group size (int and nf4/fp4 sym double quant group the scales over output rows, numerics.md 3.2),
- * or rows_total when the double quantization couples all rows (dq_group_size -1, or nf4/fp4 with
- * asym double quant, which subtracts the mean over all rows). Rank row spans must start at a
- * multiple of the tile and cover whole tiles except at the end of the matrix. Not collective;
- * pure. */
+/* Rows per tile for a layer with `rows_total` output rows: WQ_GPTQ_ROW_TILE, or the first multiple
+ * of the double-quant group size >= it (int and nf4/fp4 sym double quant group the scales over
+ * output rows, numerics.md 3.2), or rows_total when the double quantization couples all rows
+ * (dq_group_size -1, or nf4/fp4 with asym double quant, which subtracts the mean over all rows).
+ * Rank row spans must start at a multiple of the tile and cover whole tiles except at the end of
+ * the matrix. Not collective; pure. */
 int64_t wq_algo_gptq_row_tile(const wq_qspec *spec, int64_t rows_total);
 
 /* Phase 1. H: [cols][cols] row-major full symmetric fp64 Hessian (e.g. wq_kern_hessian_finalize);

@@ -81,8 +81,7 @@ wq_status wq_cli_run_blocks(wq_engine *e, const wq_model_cfg *mc, const wq_weigh
                 wq_block_buf_free(&bb);
             }
         }
-        WQ_TRY(wq_engine_handoff(e, s)); /* agrees on the stage's status too */
-        (void)st;
+        WQ_TRY(wq_engine_handoff(e, s, st)); /* agrees on the stage's status first */
     }
     return WQ_OK;
 }

@@ -9,6 +9,11 @@
 #include "core/core_log.h"
 #include "wq_version.h"
 
+/* OpenBLAS: results of some BLAS calls depend on the thread count, and OpenBLAS picks its default
+ * from the CPU affinity mpiexec gives each rank. wquant therefore fixes it: OPENBLAS_NUM_THREADS when
+ * set, else 1 per rank. Containers are bit-identical for any rank count at a fixed thread count. */
+void openblas_set_num_threads(int n);
+
 static const struct {
     const char *name;
     int (*fn)(int, char **, wq_dist *);
@@ -66,6 +71,9 @@ int main(int argc, char **argv)
     }
     const char *lvl = getenv("WQ_LOG_LEVEL");
     if (lvl) wq_log_set_level((wq_log_level)atoi(lvl));
+    const char *nt = getenv("OPENBLAS_NUM_THREADS");
+    int threads = nt && atoi(nt) > 0 ? atoi(nt) : 1;
+    openblas_set_num_threads(threads);
     wq_dist *d = NULL;
     if (wq_dist_create(&argc, &argv, &d) != WQ_OK) {
         fprintf(stderr, "wquant: MPI initialisation failed\n");

@@ -9,6 +9,11 @@
 #include <unistd.h>
 
 #include "algos/algo_rtn.h"
+#include "cli/cli_gptq.h"
+#include "cli/cli_source.h"
+#include "dist/dist_engine.h"
+#include "model/dataset.h"
+#include "model/tok_sp.h"
 #include "cli/cli.h"
 #include "cli/cli_args.h"
 #include "core/core_alloc.h"
@@ -86,6 +91,8 @@ static wq_status load_config(wq_dist *d, wq_opt *opts, wq_config *cfg)
         snprintf(js, sizeof js, "{\"%s\": {}}", algo ? algo : "rtn");
         st = wq_config_parse(js, "--algo", cfg);
     }
+    const char *ct = wq_cli_opt(opts, "calib-text")->value;
+    if (st == WQ_OK && ct) snprintf(cfg->calib.text, sizeof cfg->calib.text, "%s", ct);
     if (st == WQ_OK) {
         st = apply_overrides(cfg, opts);
         if (st != WQ_OK) wq_config_free(cfg);
@@ -141,7 +148,16 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             e->cols = t->shape[1];
             e->spec = spec;
             e->group_size_eff = wq_qspec_group_size(&spec, e->cols);
+            e->has_gidx = cfg->algo == WQ_ALGO_GPTQ && cfg->ap.act_order && !cfg->ap.static_groups;
             cost[i] = t->numel * (spec.mse_search ? 40 : 1);
+            /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
+             * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
+            if (cfg->algo == WQ_ALGO_GPTQ && strncmp(layer, "model.layers.", 13) == 0) {
+                cost[i] = -1;
+            } else if (cfg->algo != WQ_ALGO_RTN) {
+                e->has_gidx = 0;
+                snprintf(e->algorithm, sizeof e->algorithm, "rtn");
+            }
         } else {
             e->kind = WQ_H5_RAW;
             snprintf(e->name, sizeof e->name, "%s", t->name);
@@ -151,6 +167,8 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
     if (wq_dist_rank(d) == 0) st = wq_dist_plan_items(cost, n, wq_dist_size(d), p->owner);
     st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_dist_bcast(d, 0, p->owner, (size_t)n * sizeof *p->owner);
+    for (int64_t i = 0; st == WQ_OK && i < n; i++)
+        if (cost[i] < 0) p->owner[i] = -1; /* done by the calibrated block pass */
 done:
     wq_free(cost);
     st = wq_dist_agree(d, st);
@@ -159,6 +177,63 @@ done:
 }
 
 /* Quantizes (or copies) entry i on this rank and writes it to the container. */
+static int64_t lookup_entry(void *ctx, const char *layer)
+{
+    const plan *p = ctx;
+    for (int64_t i = 0; i < p->n; i++)
+        if (p->entries[i].kind == WQ_H5_QLINEAR && strcmp(p->entries[i].name, layer) == 0) return i;
+    return -1;
+}
+
+/* The calibrated pass (GPTQ): calibration windows, engine, block-sequential quantization.
+ * Collective. */
+static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *model_dir,
+                                const wq_model_cfg *mc, const wq_st_model *m, const plan *p,
+                                wq_h5_file *f, int stages, int progress)
+{
+    wq_status st = WQ_OK;
+    wq_tokenizer *tok = NULL;
+    wq_calib_set cs = {0};
+    const int32_t **ids = NULL;
+    int64_t *lens = NULL;
+    wq_engine *e = NULL;
+    if (!cfg->calib.text[0]) {
+        WQ_LOG_ERROR("%s needs calibration data: set \"calibration\": {\"text\": FILE, ...} in the "
+                     "config (or --calib-text)",
+                     wq_algo_name(cfg->algo));
+        st = WQ_ERR_ARG;
+    }
+    if (st == WQ_OK) st = wq_tok_load(model_dir, &tok);
+    if (st == WQ_OK) st = wq_data_calib_load(&cfg->calib, tok, &cs);
+    if (st == WQ_OK && cs.seqlen > mc->max_position_embeddings) {
+        WQ_LOG_ERROR("calibration seqlen %lld exceeds max_position_embeddings %lld of the model",
+                     (long long)cs.seqlen, (long long)mc->max_position_embeddings);
+        st = WQ_ERR_ARG;
+    }
+    if (st == WQ_OK) {
+        ids = wq_calloc((size_t)cs.n_samples + 1, sizeof *ids);
+        lens = wq_calloc((size_t)cs.n_samples + 1, sizeof *lens);
+        if (!ids || !lens) st = WQ_ERR_NOMEM;
+        for (int64_t k = 0; st == WQ_OK && k < cs.n_samples; k++) {
+            ids[k] = cs.ids + k * cs.seqlen;
+            lens[k] = cs.seqlen;
+        }
+    }
+    st = wq_dist_agree(d, st);
+    if (st == WQ_OK) st = wq_engine_create(d, mc, stages, ids, lens, cs.n_samples, &e);
+    wq_weight_source src = wq_source_safetensors(m);
+    if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &src));
+    if (st == WQ_OK)
+        st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
+                             (void *)p, progress);
+    wq_engine_destroy(e);
+    wq_free(ids);
+    wq_free(lens);
+    wq_data_calib_free(&cs);
+    wq_tok_free(tok);
+    return st;
+}
+
 static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const plan *p, int64_t i,
                                wq_h5_file *f)
 {
@@ -194,6 +269,8 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
     int rank = wq_dist_rank(d), size = wq_dist_size(d);
     int64_t mine = 0;
     for (int64_t i = 0; i < p->n; i++) mine += p->owner[i] == rank;
+    int64_t n_rounds_items = 0;
+    for (int64_t i = 0; i < p->n; i++) n_rounds_items += p->owner[i] >= 0;
     double rmax = (double)mine;
     WQ_TRY(wq_dist_allreduce_max_f64(d, &rmax, 1));
     int64_t rounds = (int64_t)rmax;
@@ -224,7 +301,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
                 const wq_h5_entry *e = &p->entries[(int64_t)info[3 * k]];
                 done_count++;
                 fprintf(stderr, "[%4lld/%lld] %-44s r%-3d %-5s %8.1f MB/s\n", (long long)done_count,
-                        (long long)p->n, e->name, k,
+                        (long long)n_rounds_items, e->name, k,
                         e->kind == WQ_H5_QLINEAR ? wq_qdtype_name(e->spec.dtype) : "copy",
                         info[3 * k + 2] / 1e6 / (info[3 * k + 1] > 1e-9 ? info[3 * k + 1] : 1e-9));
             }
@@ -247,6 +324,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         {"sym", WQ_OPT_FLAG, NULL, "override: symmetric"},
         {"asym", WQ_OPT_FLAG, NULL, "override: asymmetric"},
         {"set", WQ_OPT_VALUE, "K=V,...", "override any global key, e.g. use_mse_search=true"},
+        {"calib-text", WQ_OPT_VALUE, "FILE", "calibration text (sets calibration.text)"},
+        {"stages", WQ_OPT_VALUE, "P", "pipeline stages for calibrated algorithms (default 1)"},
         {"quiet", WQ_OPT_FLAG, NULL, "no progress lines"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
@@ -270,6 +349,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         return 2;
     }
     int progress = !wq_cli_opt(opts, "quiet")->count && isatty(2);
+    int64_t stages = 1;
+    if (wq_cli_get_int(opts, "stages", 1, 1 << 20, &stages)) return 2;
     wq_config cfg;
     wq_status st = load_config(d, opts, &cfg);
     if (st != WQ_OK) return wq_cli_exit_code(st);
@@ -300,6 +381,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, progress);
+        if (rs == WQ_OK && cfg.algo == WQ_ALGO_GPTQ)
+            rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, (int)stages, progress);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;
     }

@@ -39,6 +39,9 @@ wq_status wq_dist_barrier(wq_dist *d);
  * across rank counts for floats: use the chunked reductions of dist_reduce.h for statistics. */
 wq_status wq_dist_allreduce_max_f64(wq_dist *d, double *x, int64_t n);
 wq_status wq_dist_allreduce_sum_i64(wq_dist *d, int64_t *x, int64_t n);
+/* Bitwise OR of byte buffers over all ranks, in place: assembles a buffer whose disjoint parts were
+ * filled by different ranks (the rest zero) exactly, whatever the data type. Collective. */
+wq_status wq_dist_allreduce_bor(wq_dist *d, void *buf, size_t n);
 /* Gathers `n` bytes from every rank into `out` (size * n bytes) on every rank. Collective. */
 wq_status wq_dist_allgather_bytes(wq_dist *d, const void *in, size_t n, void *out);
 /* Point to point (pipeline activations). Blocking. */

@@ -242,10 +242,10 @@ done:
     return st;
 }
 
-wq_status wq_engine_handoff(wq_engine *e, int from)
+wq_status wq_engine_handoff(wq_engine *e, int from, wq_status local)
 {
-    wq_status st = WQ_OK;
-    if (from < 0 || from + 1 >= e->P) return WQ_OK;
+    wq_status st = wq_dist_agree(e->world, local);
+    if (st != WQ_OK || from < 0 || from + 1 >= e->P) return st;
     int rank = wq_dist_rank(e->world);
     const int64_t d = e->mc->hidden_size;
     if (e->stage == from) {

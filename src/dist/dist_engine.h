@@ -73,8 +73,9 @@ enum { WQ_CAP_ATTN = 1, WQ_CAP_O = 2, WQ_CAP_MLP = 4, WQ_CAP_DOWN = 8 };
 wq_status wq_engine_forward(wq_engine *e, const wq_block_weights *w, int update, unsigned cap_mask,
                             wq_capture_fn fn, void *ctx);
 
-/* Collective over the world: stage `from` sends its activations to stage from+1. */
-wq_status wq_engine_handoff(wq_engine *e, int from);
+/* Collective over the world: first agrees on `local` (the status of this rank's work on stage
+ * `from`); if every rank is fine, stage `from` sends its activations to stage from+1. */
+wq_status wq_engine_handoff(wq_engine *e, int from, wq_status local);
 
 /* Collective over the world: the last stage applies the final norm and lm_head and sums the NLL of
  * every predicted position (1..len-1) of every sequence; the exact sum and the token count are

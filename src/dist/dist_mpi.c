@@ -152,6 +152,18 @@ wq_status wq_dist_allreduce_sum_i64(wq_dist *d, int64_t *x, int64_t n)
     return WQ_OK;
 }
 
+wq_status wq_dist_allreduce_bor(wq_dist *d, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        int c = n > (1u << 30) ? (1 << 30) : (int)n;
+        WQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, p, c, MPI_BYTE, MPI_BOR, d->comm));
+        p += c;
+        n -= (size_t)c;
+    }
+    return WQ_OK;
+}
+
 wq_status wq_dist_allgather_bytes(wq_dist *d, const void *in, size_t n, void *out)
 {
     WQ_MPI_TRY(MPI_Allgather(in, (int)n, MPI_BYTE, out, (int)n, MPI_BYTE, d->comm));

@@ -19,7 +19,7 @@ static inline i128 to_fixed(double x)
     double ip = trunc(x);
     double frac = ldexp(x - ip, 64); /* |frac| < 2^64, exact */
     double fr = nearbyint(frac);
-    return ((i128)(int64_t)ip << 64) + (i128)fr;
+    return (i128)(int64_t)ip * ((i128)1 << 64) + (i128)fr; /* multiply: shifting a negative value is UB */
 }
 
 int64_t wq_kern_exact_add_f64(wq_exact *acc, const double *x, int64_t n)

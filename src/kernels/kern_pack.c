@@ -113,11 +113,20 @@ void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t
     const int64_t nw = (cols + npw - 1) / npw;
     for (int64_t o0 = 0; o0 < rows; o0 += TILE) {
         const int64_t o1 = o0 + TILE < rows ? o0 + TILE : rows;
-        for (int64_t j = 0; j < nw; j++) {
+        int64_t j0 = 0; /* words [0, j0) of rows [o0, o1) already written by the SIMD path */
+#if WQ_KERN_HAVE_SSE2
+        if (bits == 4 && o1 - o0 == TILE) {
+            for (int64_t o = o0; o < o1; o += 4)
+                wq__kern_pack4_optimum_rows4_sse2(codes + o * cols, cols, ld, qweight + o);
+            j0 = cols / 32 * 4;
+        }
+#endif
+        for (int64_t j = j0; j < nw; j++) {
             const int cnt = (int)(cols - j * npw < npw ? cols - j * npw : npw);
             int32_t *dst = qweight + j * ld;
             const uint8_t *src = codes + j * npw;
-            for (int64_t o = o0; o < o1; o++) dst[o] = as_i32(pack_word(src + o * cols, cnt, bits, npw));
+            for (int64_t o = o0; o < o1; o++)
+                dst[o] = as_i32(pack_word(src + o * cols, cnt, bits, npw));
         }
     }
 }

@@ -40,7 +40,7 @@ static void params_from_minmax(float mn, float mx, int bits, wq_int_scheme schem
         }
         float s = (wmax - wmin) / maxq;
         *scale = s;
-        *zero = nearbyintf(-wmin / s) + 0.0f; /* + 0 turns a -0 into +0 */
+        *zero = wq_kern_rne(-wmin / s) + 0.0f; /* + 0 turns a -0 into +0 */
         return;
     }
     case WQ_SCHEME_SYM:
@@ -82,41 +82,48 @@ static void params_from_minmax(float mn, float mx, int bits, wq_int_scheme schem
     }
 }
 
-enum { MM_LANES = 8 };
-
-/* min and max of x[n], n >= 1, with MM_LANES independent accumulators (vectorizes). */
-static void minmax_fast(const float *restrict x, int64_t n, float *mn, float *mx)
+/* Order-preserving map of a float's bits to a signed integer (finite inputs): negative floats have
+ * their magnitude bits flipped, so integer order = float order (-0 sorts just below +0). Integer
+ * min/max reductions vectorize at plain -O3 without fast-math, unlike float ones. */
+static inline int32_t ord32(float f)
 {
-    float lo, hi;
-    if (n >= MM_LANES) {
-        float l[MM_LANES], h[MM_LANES];
-        for (int k = 0; k < MM_LANES; k++) l[k] = h[k] = x[k];
-        int64_t i = MM_LANES;
-        for (; i + MM_LANES <= n; i += MM_LANES) {
-            for (int k = 0; k < MM_LANES; k++) {
-                l[k] = kv_min(x[i + k], l[k]);
-                h[k] = kv_max(x[i + k], h[k]);
-            }
-        }
-        lo = l[0];
-        hi = h[0];
-        for (int k = 1; k < MM_LANES; k++) {
-            lo = kv_min(l[k], lo);
-            hi = kv_max(h[k], hi);
-        }
-        for (; i < n; i++) {
-            lo = kv_min(x[i], lo);
-            hi = kv_max(x[i], hi);
-        }
-    } else {
-        lo = hi = x[0];
-        for (int64_t i = 1; i < n; i++) {
-            lo = kv_min(x[i], lo);
-            hi = kv_max(x[i], hi);
-        }
+    int32_t i = (int32_t)kv_f2u(f);
+    return i ^ ((i >> 31) & 0x7fffffff);
+}
+static inline float unord32(int32_t i) { return kv_u2f((uint32_t)(i ^ ((i >> 31) & 0x7fffffff))); }
+
+void wq__kern_minmax_f32_generic(const float *x, int64_t n, float *mn, float *mx)
+{
+    int32_t lo = ord32(x[0]), hi = lo;
+    for (int64_t i = 1; i < n; i++) {
+        const int32_t v = ord32(x[i]);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
     }
-    *mn = lo;
-    *mx = hi;
+    *mn = unord32(lo);
+    *mx = unord32(hi);
+}
+
+void wq__kern_minmax_bf16_generic(const uint16_t *x, int64_t n, float *mn, float *mx)
+{
+    int16_t lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int16_t v = (int16_t)x[i];
+        v = (int16_t)(v ^ ((v >> 15) & 0x7fff));
+        lo = (i == 0 || v < lo) ? v : lo;
+        hi = (i == 0 || v > hi) ? v : hi;
+    }
+    *mn = kv_u2f((uint32_t)(uint16_t)(lo ^ ((lo >> 15) & 0x7fff)) << 16);
+    *mx = kv_u2f((uint32_t)(uint16_t)(hi ^ ((hi >> 15) & 0x7fff)) << 16);
+}
+
+static inline void minmax_f32(const float *x, int64_t n, float *mn, float *mx)
+{
+#if WQ_KERN_HAVE_SSE2
+    wq__kern_minmax_f32_sse2(x, n, mn, mx);
+#else
+    wq__kern_minmax_f32_generic(x, n, mn, mx);
+#endif
 }
 
 void wq_kern_params_int(const float *x, int64_t n, int bits, wq_int_scheme scheme, float quantile,
@@ -124,7 +131,7 @@ void wq_kern_params_int(const float *x, int64_t n, int bits, wq_int_scheme schem
 {
     WQ_KERN_ASSERT(n >= 1 && bits >= 1 && bits <= 8);
     float mn, mx;
-    minmax_fast(x, n, &mn, &mx);
+    minmax_f32(x, n, &mn, &mx);
     params_from_minmax(mn, mx, bits, scheme, quantile, scale, zero);
 }
 
@@ -144,14 +151,13 @@ void wq_kern_params_int_ref(const float *x, int64_t n, int bits, wq_int_scheme s
 /* Codes                                                                                             */
 /* ------------------------------------------------------------------------------------------------ */
 
-/* c = (y + M) - (M - zero) = rne(y) + zero exactly for |y| < 2^22 (both operands are integers below
- * 2^24). For |y| >= 2^22 the result keeps y's sign and magnitude >= 2^22, so the clamp still gives
- * 0 or maxq; +-inf stay inf; NaN fails both comparisons in kv_max and becomes 0. Hence no clamp of
- * y is needed before rounding. */
-void wq_kern_quant_int(const float *restrict x, int64_t n, int bits, float scale, float zero,
-                       uint8_t *restrict codes)
+/* Portable code loop. c = (y + M) - (M - zero) = rne(y) + zero exactly for |y| < 2^22 (both
+ * operands are integers below 2^24). For |y| >= 2^22 the result keeps y's sign and magnitude
+ * >= 2^22, so the clamp still gives 0 or maxq; +-inf stay inf; NaN fails the comparison in kv_max
+ * and becomes 0. Hence no clamp of y is needed before rounding. */
+void wq__kern_quant_f32_generic(const float *restrict x, int64_t n, int bits, float scale,
+                                float zero, uint8_t *restrict codes)
 {
-    WQ_KERN_ASSERT(bits >= 1 && bits <= 8 && zero >= 0.0f && zero <= 255.0f);
     const float maxq = (float)((1 << bits) - 1);
     const float mz = KV_MAGIC - zero;
     for (int64_t i = 0; i < n; i++) {
@@ -160,6 +166,29 @@ void wq_kern_quant_int(const float *restrict x, int64_t n, int bits, float scale
         c = kv_min(c, maxq);
         codes[i] = (uint8_t)(int32_t)c;
     }
+}
+
+void wq__kern_quant_bf16_generic(const uint16_t *restrict x, int64_t n, int bits, float scale,
+                                 float zero, uint8_t *restrict codes)
+{
+    const float maxq = (float)((1 << bits) - 1);
+    const float mz = KV_MAGIC - zero;
+    for (int64_t i = 0; i < n; i++) {
+        float c = (kv_u2f((uint32_t)x[i] << 16) / scale + KV_MAGIC) - mz;
+        c = kv_max(c, 0.0f);
+        c = kv_min(c, maxq);
+        codes[i] = (uint8_t)(int32_t)c;
+    }
+}
+
+void wq_kern_quant_int(const float *x, int64_t n, int bits, float scale, float zero, uint8_t *codes)
+{
+    WQ_KERN_ASSERT(bits >= 1 && bits <= 8 && zero >= 0.0f && zero <= 255.0f);
+#if WQ_KERN_HAVE_SSE2
+    wq__kern_quant_f32_sse2(x, n, bits, scale, zero, codes);
+#else
+    wq__kern_quant_f32_generic(x, n, bits, scale, zero, codes);
+#endif
 }
 
 void wq_kern_quant_int_ref(const float *x, int64_t n, int bits, float scale, float zero,
@@ -196,6 +225,26 @@ void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, w
         int64_t n = cols - off < gs ? cols - off : gs;
         wq_kern_params_int(x + off, n, bits, scheme, quantile, &scales[g], &zeros[g]);
         wq_kern_quant_int(x + off, n, bits, scales[g], zeros[g], codes + off);
+    }
+}
+
+void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int bits,
+                                wq_int_scheme scheme, float quantile, uint8_t *codes, float *scales,
+                                float *zeros)
+{
+    WQ_KERN_ASSERT(gs >= 1 && gs <= cols && bits >= 1 && bits <= 8);
+    for (int64_t g = 0, off = 0; off < cols; g++, off += gs) {
+        const int64_t n = cols - off < gs ? cols - off : gs;
+        float mn, mx;
+#if WQ_KERN_HAVE_SSE2
+        wq__kern_minmax_bf16_sse2(x + off, n, &mn, &mx);
+        params_from_minmax(mn, mx, bits, scheme, quantile, &scales[g], &zeros[g]);
+        wq__kern_quant_bf16_sse2(x + off, n, bits, scales[g], zeros[g], codes + off);
+#else
+        wq__kern_minmax_bf16_generic(x + off, n, &mn, &mx);
+        params_from_minmax(mn, mx, bits, scheme, quantile, &scales[g], &zeros[g]);
+        wq__kern_quant_bf16_generic(x + off, n, bits, scales[g], zeros[g], codes + off);
+#endif
     }
 }
 

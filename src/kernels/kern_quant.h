@@ -93,6 +93,11 @@ void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, w
 void wq_kern_quant_row_int_ref(const float *x, int64_t cols, int64_t gs, int bits,
                                wq_int_scheme scheme, float quantile, uint8_t *codes, float *scales,
                                float *zeros);
+/* Same from a bfloat16 row (raw bits; value = bits << 16 as float32): identical results to
+ * wq_kern_quant_row_int on the widened row, without materializing it. */
+void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int bits,
+                                wq_int_scheme scheme, float quantile, uint8_t *codes, float *scales,
+                                float *zeros);
 
 /* In-place fake quantization x[i] <- (code - zero) * scale of a flat vector x[n] in groups of gs
  * (gs <= 0 or gs > n: one group; smaller last group otherwise). quantile 1. Used for double quant

@@ -55,4 +55,34 @@ static inline float kv_min(float a, float b)
  * addition rounds v to an integer half-to-even and subtracting KV_MAGIC is exact. */
 #define KV_MAGIC 0x1.8p23f
 
+/* ---- internal kernels shared across kern_*.c (wq__ prefix: not public API) ---------------------- */
+
+#if defined(__SSE2__)
+#define WQ_KERN_HAVE_SSE2 1
+#else
+#define WQ_KERN_HAVE_SSE2 0
+#endif
+
+/* Group min/max and group codes (formulas in kern_quant.h). `_generic` is portable C; `_sse2` uses
+ * SSE2 intrinsics (x86-64 baseline) and exists only when WQ_KERN_HAVE_SSE2. Both are bit-identical
+ * to the `_ref` kernels; the public fast kernels dispatch to `_sse2` when available. The bf16 forms
+ * read raw bfloat16 bits (value = bits << 16 as float32). */
+void wq__kern_minmax_f32_generic(const float *x, int64_t n, float *mn, float *mx);
+void wq__kern_minmax_bf16_generic(const uint16_t *x, int64_t n, float *mn, float *mx);
+void wq__kern_quant_f32_generic(const float *x, int64_t n, int bits, float scale, float zero,
+                                uint8_t *codes);
+void wq__kern_quant_bf16_generic(const uint16_t *x, int64_t n, int bits, float scale, float zero,
+                                 uint8_t *codes);
+#if WQ_KERN_HAVE_SSE2
+void wq__kern_minmax_f32_sse2(const float *x, int64_t n, float *mn, float *mx);
+void wq__kern_minmax_bf16_sse2(const uint16_t *x, int64_t n, float *mn, float *mx);
+void wq__kern_quant_f32_sse2(const float *x, int64_t n, int bits, float scale, float zero,
+                             uint8_t *codes);
+void wq__kern_quant_bf16_sse2(const uint16_t *x, int64_t n, int bits, float scale, float zero,
+                              uint8_t *codes);
+/* 4-bit optimum packing of a tile of 4 rows: words [j][o0..o0+3] for j < cols/8 (full words only). */
+void wq__kern_pack4_optimum_rows4_sse2(const uint8_t *codes, int64_t cols, int64_t ld,
+                                       int32_t *qweight);
+#endif
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +134,20 @@ static wq_status get_token_id(const cJSON *root, const char *key, const char *or
     return WQ_OK;
 }
 
+/* model_type implied by an HF architecture class name, or NULL. Case-insensitive because early
+ * Llama conversions spelled it "LLaMAForCausalLM". */
+static const char *type_from_architecture(const char *arch)
+{
+    static const struct {
+        const char *arch, *type;
+    } known[] = {{"LlamaForCausalLM", "llama"},
+                 {"MistralForCausalLM", "mistral"},
+                 {"Qwen2ForCausalLM", "qwen2"}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcasecmp(arch, known[i].arch) == 0) return known[i].type;
+    return NULL;
+}
+
 // ---- parse ---------------------------------------------------------------------------------------
 
 wq_status wq_hf_config_parse(const char *json_text, const char *origin, wq_model_cfg *out)
@@ -152,17 +167,25 @@ wq_status wq_hf_config_parse(const char *json_text, const char *origin, wq_model
                   "%s: top level is not a JSON object", origin);
 
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    WQ_CHECK_GOTO(!absent(mt), st, WQ_ERR_FORMAT, done, "%s: missing required key 'model_type'",
-                  origin);
-    WQ_CHECK_GOTO(cJSON_IsString(mt), st, WQ_ERR_FORMAT, done,
-                  "%s: key 'model_type' must be a string", origin);
-    bool is_qwen2 = strcmp(mt->valuestring, "qwen2") == 0;
-    WQ_CHECK_GOTO(is_qwen2 || strcmp(mt->valuestring, "llama") == 0 ||
-                      strcmp(mt->valuestring, "mistral") == 0,
-                  st, WQ_ERR_UNSUPPORTED, done,
-                  "%s: model_type '%.64s' is not supported (llama, mistral, qwen2)", origin,
-                  mt->valuestring);
-    snprintf(c.model_type, sizeof c.model_type, "%s", mt->valuestring);
+    const char *type = NULL;
+    if (absent(mt)) {
+        /* Very old exports omit model_type; the architecture class names the family. */
+        const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+        const cJSON *a0 = cJSON_IsArray(arch) ? cJSON_GetArrayItem(arch, 0) : NULL;
+        type = cJSON_IsString(a0) ? type_from_architecture(a0->valuestring) : NULL;
+        WQ_CHECK_GOTO(type, st, WQ_ERR_FORMAT, done,
+                      "%s: missing required key 'model_type' (and no known 'architectures' entry)",
+                      origin);
+    } else {
+        WQ_CHECK_GOTO(cJSON_IsString(mt), st, WQ_ERR_FORMAT, done,
+                      "%s: key 'model_type' must be a string", origin);
+        type = mt->valuestring;
+    }
+    bool is_qwen2 = strcmp(type, "qwen2") == 0;
+    WQ_CHECK_GOTO(is_qwen2 || strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0, st,
+                  WQ_ERR_UNSUPPORTED, done,
+                  "%s: model_type '%.64s' is not supported (llama, mistral, qwen2)", origin, type);
+    snprintf(c.model_type, sizeof c.model_type, "%s", type);
 
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     if (!absent(act)) {

@@ -409,6 +409,11 @@ done:
     return st;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* Position of shard file name s in names[0..n), or -1. */
 static int find_shard(char *const *names, int n, const char *s)
 {
@@ -424,6 +429,7 @@ static wq_status open_sharded(wq_st_model *m, const char *index_path)
     size_t len = 0;
     cJSON *root = NULL;
     char **shards = NULL; /* borrowed from the cJSON tree; file index == position */
+    const char **names = NULL; /* borrowed from the cJSON tree, sorted for the duplicate check */
     int n_shards = 0;
 
     WQ_TRY_GOTO(read_small_file(index_path, &text, &len), st, done);
@@ -454,6 +460,16 @@ static wq_status open_sharded(wq_st_model *m, const char *index_path)
                       index_path, e->string, e->valuestring);
         if (find_shard(shards, n_shards, e->valuestring) < 0) shards[n_shards++] = e->valuestring;
     }
+    /* cJSON keeps both copies of a repeated key: a tensor listed twice is a malformed index. */
+    names = wq_malloc(sizeof *names * (size_t)n_entries);
+    WQ_CHECK_GOTO(names, st, WQ_ERR_NOMEM, done, "safetensors index %s: out of memory", index_path);
+    int k = 0;
+    cJSON_ArrayForEach(e, wm) names[k++] = e->string;
+    qsort(names, (size_t)n_entries, sizeof *names, cmp_str);
+    for (k = 1; k < n_entries; k++)
+        WQ_CHECK_GOTO(strcmp(names[k - 1], names[k]) != 0, st, WQ_ERR_FORMAT, done,
+                      "safetensors index %s: tensor '%s' is listed twice in weight_map", index_path,
+                      names[k]);
     for (int s = 0; s < n_shards; s++) {
         shard_path = join_path(m->dir, shards[s]);
         WQ_CHECK_GOTO(shard_path, st, WQ_ERR_NOMEM, done, "safetensors: out of memory");
@@ -484,6 +500,7 @@ static wq_status open_sharded(wq_st_model *m, const char *index_path)
                     index_path, (long long)m->n, n_entries);
 done:
     wq_free(shard_path);
+    wq_free(names);
     wq_free(shards);
     cJSON_Delete(root);
     wq_free(text);

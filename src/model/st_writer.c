@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -338,6 +339,11 @@ void wq_st_writer_abort(wq_st_writer *w)
 
 // ---- index ---------------------------------------------------------------------------------------
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 wq_status wq_st_write_index(const char *dir, const char *const *names, const int *shard_of,
                             int64_t n_tensors, const char *const *shard_files, int n_shards,
                             uint64_t total_size)
@@ -345,6 +351,7 @@ wq_status wq_st_write_index(const char *dir, const char *const *names, const int
     wq_status st = WQ_OK;
     sbuf b = {0};
     char *path = NULL;
+    const char **sorted = NULL;
     if (!dir || n_tensors < 0 || n_shards < 1 || !shard_files ||
         (n_tensors > 0 && (!names || !shard_of)))
         return WQ_ERR_ARG;
@@ -353,6 +360,20 @@ wq_status wq_st_write_index(const char *dir, const char *const *names, const int
             WQ_LOG_ERROR("safetensors index: shard %d name is not a plain file name", s);
             return WQ_ERR_ARG;
         }
+    }
+    /* A repeated name would produce a JSON object with a duplicate key, which readers reject. */
+    if (n_tensors > 1) {
+        sorted = wq_malloc(sizeof *sorted * (size_t)n_tensors);
+        WQ_CHECK_GOTO(sorted, st, WQ_ERR_NOMEM, done, "safetensors index: out of memory");
+        for (int64_t i = 0; i < n_tensors; i++) {
+            WQ_CHECK_GOTO(names[i], st, WQ_ERR_ARG, done, "safetensors index: entry %lld has no name",
+                          (long long)i);
+            sorted[i] = names[i];
+        }
+        qsort(sorted, (size_t)n_tensors, sizeof *sorted, cmp_str);
+        for (int64_t i = 1; i < n_tensors; i++)
+            WQ_CHECK_GOTO(strcmp(sorted[i - 1], sorted[i]) != 0, st, WQ_ERR_ARG, done,
+                          "safetensors index: tensor '%s' is listed twice", sorted[i]);
     }
     sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %" PRIu64 "},\n  \"weight_map\": {", total_size);
     for (int64_t i = 0; i < n_tensors; i++) {
@@ -370,6 +391,7 @@ wq_status wq_st_write_index(const char *dir, const char *const *names, const int
     WQ_CHECK_GOTO(path, st, WQ_ERR_NOMEM, done, "safetensors index: out of memory");
     WQ_TRY_GOTO(write_file_atomic(path, b.p, b.len), st, done);
 done:
+    wq_free(sorted);
     wq_free(path);
     wq_free(b.p);
     return st;

@@ -42,7 +42,10 @@ void wq_st_writer_abort(wq_st_writer *w);
 /* Writes "<dir>/model.safetensors.index.json" (through a tmp file + rename):
  *   {"metadata": {"total_size": total_size}, "weight_map": {names[i]: shard_files[shard_of[i]]}}
  * names[n_tensors], shard_of[n_tensors] (each in [0, n_shards)), shard_files[n_shards] (plain file
- * names relative to dir) are borrowed. Errors: WQ_ERR_ARG, WQ_ERR_IO, WQ_ERR_NOMEM. */
+ * names relative to dir) are borrowed. Typical use: write each shard with a wq_st_writer, then call
+ * this with total_size = the sum of all tensors' data bytes (HF semantics).
+ * Errors: WQ_ERR_ARG (NULL or repeated name, shard index out of range, shard name with '/'),
+ * WQ_ERR_IO, WQ_ERR_NOMEM. */
 wq_status wq_st_write_index(const char *dir, const char *const *names, const int *shard_of,
                             int64_t n_tensors, const char *const *shard_files, int n_shards,
                             uint64_t total_size);
