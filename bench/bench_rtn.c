@@ -50,9 +50,9 @@ static void fill_bf16(uint16_t *w, int64_t n, uint64_t seed)
 
 typedef struct {
     int64_t rows, cols, ngroups;
-    uint16_t *w;     /* [rows][cols] bf16 input */
-    int32_t *qweight; /* [ceil(cols/8)][rows] */
-    int32_t *qzeros;  /* [ngroups][ceil(rows/8)] */
+    uint16_t *w;           /* [rows][cols] bf16 input */
+    int32_t *qweight;      /* [ceil(cols/8)][rows] */
+    int32_t *qzeros;       /* [ngroups][ceil(rows/8)] */
     float *scales, *zeros; /* [rows][ngroups] */
 } layer;
 
@@ -114,7 +114,8 @@ int main(int argc, char **argv)
     }
     memset(copy, 0, (size_t)(k_shapes[1][0] * k_shapes[1][1]) * 2); /* fault the pages in */
     printf("bench_rtn: RTN int4 g128 asym, bf16 -> packed optimum, 1 thread, best of %d "
-           "(setup %.1f s)\n", reps, now() - t0);
+           "(setup %.1f s)\n",
+           reps, now() - t0);
 
     /* variant 0: fused bf16 row kernel; variant 1: widen each row to f32, then the f32 kernel */
     static const char *k_variant[2] = {"fused bf16 row kernel", "bf16->f32 row + f32 kernel"};

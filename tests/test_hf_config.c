@@ -19,7 +19,7 @@
 
 /* A complete valid llama config; tests derive bad variants by replacing one "key": value. */
 #define BASE_JSON                                                                                  \
-    "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 172, "               \
+    "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 172, "                \
     "\"num_hidden_layers\": 5, \"num_attention_heads\": 8, \"num_key_value_heads\": 4, "           \
     "\"vocab_size\": 512, \"tie_word_embeddings\": true}"
 
@@ -34,7 +34,7 @@ static void expect_parse_error(const char *json, wq_status want, const char *nee
         fail_msg("message '%s' does not name the file and '%s'", msg, needle);
 }
 
-/* BASE_JSON with `"key": <old>` replaced by `"key": value`, or the pair removed when value is NULL. */
+/* BASE_JSON with `"key": <old>` replaced by `"key": value` (value NULL: the pair removed). */
 static char *base_with(const char *key, const char *value)
 {
     static const char base[] = BASE_JSON;
@@ -43,7 +43,8 @@ static char *base_with(const char *key, const char *value)
     const char *p = strstr(base, pat);
     assert_non_null(p);
     const char *e = p + strlen(pat);
-    while (*e != ',' && *e != '}') e++;
+    while (*e != ',' && *e != '}')
+        e++;
     char *out = malloc(sizeof base + 64);
     assert_non_null(out);
     size_t head = (size_t)(p - base);
@@ -54,14 +55,16 @@ static char *base_with(const char *key, const char *value)
         strcat(out, value);
         strcat(out, e);
     } else {
-        if (*e == ',') e += 2; /* drop ", " */
-        else if (head >= 2) out[head - 2] = '\0'; /* last pair: drop the preceding ", " */
+        if (*e == ',')
+            e += 2; /* drop ", " */
+        else if (head >= 2)
+            out[head - 2] = '\0'; /* last pair: drop the preceding ", " */
         strcat(out, e);
     }
     return out;
 }
 
-// ---- parsing -------------------------------------------------------------------------------------
+// ---- parsing ------------------------------------------------------------------------------------
 
 static void hf_config_should_load_bundled_stories_config(void **state)
 {
@@ -95,9 +98,10 @@ static void hf_config_should_apply_defaults(void **state)
 {
     (void)state;
     wq_model_cfg c;
-    const char *js = "{\"model_type\": \"mistral\", \"hidden_size\": 96, \"intermediate_size\": 200,"
-                     " \"num_hidden_layers\": 2, \"num_attention_heads\": 6, \"vocab_size\": 100,"
-                     " \"head_dim\": null, \"bos_token_id\": null}";
+    const char *js =
+        "{\"model_type\": \"mistral\", \"hidden_size\": 96, \"intermediate_size\": 200,"
+        " \"num_hidden_layers\": 2, \"num_attention_heads\": 6, \"vocab_size\": 100,"
+        " \"head_dim\": null, \"bos_token_id\": null}";
     assert_int_equal(wq_hf_config_parse(js, NULL, &c), WQ_OK);
     assert_string_equal(c.model_type, "mistral");
     assert_int_equal(c.n_kv_heads, 6);
@@ -158,8 +162,8 @@ static void hf_config_should_reject_malformed_json(void **state)
 static void hf_config_should_reject_each_missing_required_key(void **state)
 {
     (void)state;
-    const char *keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
-                          "num_attention_heads", "vocab_size", "model_type"};
+    const char *keys[] = {"hidden_size",         "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "vocab_size",        "model_type"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char *js = base_with(keys[i], NULL);
         char needle[96];
@@ -225,7 +229,8 @@ static void hf_config_should_reject_kv_heads_not_dividing_heads(void **state)
                        "num_attention_heads 8 is not a multiple of num_key_value_heads 3");
     free(js);
     js = base_with("hidden_size", "60");
-    expect_parse_error(js, WQ_ERR_FORMAT, "hidden_size 60 is not a multiple of num_attention_heads");
+    expect_parse_error(js, WQ_ERR_FORMAT,
+                       "hidden_size 60 is not a multiple of num_attention_heads");
     free(js);
 }
 
@@ -237,7 +242,38 @@ static void hf_config_should_reject_unsupported_model_type(void **state)
     free(js);
 }
 
-// ---- text files ----------------------------------------------------------------------------------
+static void hf_config_should_infer_model_type_from_architectures(void **state)
+{
+    (void)state;
+    wq_model_cfg c;
+#define NO_TYPE(arch)                                                                              \
+    "{\"architectures\": [" arch "], \"hidden_size\": 64, \"intermediate_size\": 172,"             \
+    " \"num_hidden_layers\": 5, \"num_attention_heads\": 8, \"vocab_size\": 512}"
+    /* Early Llama conversions spelled the class "LLaMAForCausalLM". */
+    assert_int_equal(wq_hf_config_parse(NO_TYPE("\"LLaMAForCausalLM\""), "old", &c), WQ_OK);
+    assert_string_equal(c.model_type, "llama");
+    assert_false(c.attention_bias);
+    assert_int_equal(wq_hf_config_parse(NO_TYPE("\"Qwen2ForCausalLM\""), "q", &c), WQ_OK);
+    assert_string_equal(c.model_type, "qwen2");
+    assert_true(c.attention_bias);
+    expect_parse_error(NO_TYPE("\"GPT2LMHeadModel\""), WQ_ERR_FORMAT,
+                       "missing required key 'model_type'");
+    expect_parse_error(NO_TYPE("3"), WQ_ERR_FORMAT, "missing required key 'model_type'");
+#undef NO_TYPE
+}
+
+static void hf_config_should_reject_non_silu_activation(void **state)
+{
+    (void)state;
+    char *js = base_with("model_type", "\"llama\", \"hidden_act\": \"gelu\"");
+    expect_parse_error(js, WQ_ERR_UNSUPPORTED, "hidden_act 'gelu' is not supported");
+    free(js);
+    js = base_with("model_type", "\"llama\", \"hidden_act\": 1");
+    expect_parse_error(js, WQ_ERR_FORMAT, "key 'hidden_act' must be a string");
+    free(js);
+}
+
+// ---- text files ---------------------------------------------------------------------------------
 
 static void read_text_file_should_return_nul_terminated_contents(void **state)
 {
@@ -267,7 +303,7 @@ static void read_text_file_should_return_nul_terminated_contents(void **state)
     wq_test_system("rm -rf '%s'", dir);
 }
 
-// ---- tensor check --------------------------------------------------------------------------------
+// ---- tensor check -------------------------------------------------------------------------------
 
 static void hf_check_tensors_should_accept_stories260K(void **state)
 {
@@ -296,7 +332,8 @@ static void hf_check_tensors_should_accept_stories260K(void **state)
     u = c;
     u.attention_bias = true;
     assert_int_equal(wq_hf_check_tensors(&u, m), WQ_ERR_FORMAT);
-    assert_non_null(strstr(wq_log_last_error(), "'model.layers.0.self_attn.q_proj.bias' is missing"));
+    assert_non_null(
+        strstr(wq_log_last_error(), "'model.layers.0.self_attn.q_proj.bias' is missing"));
 
     /* More layers than stored. */
     u = c;
@@ -317,13 +354,13 @@ static void write_synthetic(const char *dir, const wq_model_cfg *c, const char *
         int64_t d0, d1;
         int when; /* 0 always, 1 attention_bias, 2 mlp_bias */
     } per_layer[] = {
-        {"input_layernorm.weight", h, -1, 0},    {"post_attention_layernorm.weight", h, -1, 0},
-        {"self_attn.q_proj.weight", q, h, 0},    {"self_attn.k_proj.weight", kv, h, 0},
-        {"self_attn.v_proj.weight", kv, h, 0},   {"self_attn.o_proj.weight", h, q, 0},
-        {"self_attn.q_proj.bias", q, -1, 1},     {"self_attn.k_proj.bias", kv, -1, 1},
-        {"self_attn.v_proj.bias", kv, -1, 1},    {"mlp.gate_proj.weight", ff, h, 0},
-        {"mlp.up_proj.weight", ff, h, 0},        {"mlp.down_proj.weight", h, ff, 0},
-        {"mlp.gate_proj.bias", ff, -1, 2},       {"mlp.up_proj.bias", ff, -1, 2},
+        {"input_layernorm.weight", h, -1, 0},  {"post_attention_layernorm.weight", h, -1, 0},
+        {"self_attn.q_proj.weight", q, h, 0},  {"self_attn.k_proj.weight", kv, h, 0},
+        {"self_attn.v_proj.weight", kv, h, 0}, {"self_attn.o_proj.weight", h, q, 0},
+        {"self_attn.q_proj.bias", q, -1, 1},   {"self_attn.k_proj.bias", kv, -1, 1},
+        {"self_attn.v_proj.bias", kv, -1, 1},  {"mlp.gate_proj.weight", ff, h, 0},
+        {"mlp.up_proj.weight", ff, h, 0},      {"mlp.down_proj.weight", h, ff, 0},
+        {"mlp.gate_proj.bias", ff, -1, 2},     {"mlp.up_proj.bias", ff, -1, 2},
         {"mlp.down_proj.bias", h, -1, 2},
     };
     char path[512], name[256];
@@ -366,9 +403,10 @@ static void hf_check_tensors_should_check_qwen2_biases_on_synthetic_model(void *
     (void)state;
     char dir[256];
     assert_non_null(wq_test_tmpdir(dir, sizeof dir));
-    const char *js = "{\"model_type\": \"qwen2\", \"hidden_size\": 8, \"intermediate_size\": 12,"
-                     " \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
-                     " \"vocab_size\": 16, \"tie_word_embeddings\": false, \"mlp_bias\": true}";
+    const char *js =
+        "{\"model_type\": \"qwen2\", \"hidden_size\": 8, \"intermediate_size\": 12,"
+        " \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
+        " \"vocab_size\": 16, \"tie_word_embeddings\": false, \"mlp_bias\": true}";
     wq_model_cfg c;
     assert_int_equal(wq_hf_config_parse(js, "synthetic", &c), WQ_OK);
     assert_true(c.attention_bias);
@@ -380,8 +418,9 @@ static void hf_check_tensors_should_check_qwen2_biases_on_synthetic_model(void *
     assert_int_equal(wq_hf_check_tensors(&c, m), WQ_OK);
     wq_st_close(m);
 
-    const char *skips[] = {"model.layers.1.self_attn.v_proj.bias", "model.layers.0.mlp.down_proj.bias",
-                           "lm_head.weight", "model.norm.weight"};
+    const char *skips[] = {"model.layers.1.self_attn.v_proj.bias",
+                           "model.layers.0.mlp.down_proj.bias", "lm_head.weight",
+                           "model.norm.weight"};
     for (size_t i = 0; i < sizeof skips / sizeof skips[0]; i++) {
         write_synthetic(dir, &c, skips[i]);
         assert_int_equal(wq_st_open(dir, &m), WQ_OK);
@@ -394,6 +433,46 @@ static void hf_check_tensors_should_check_qwen2_biases_on_synthetic_model(void *
         wq_st_close(m);
     }
     wq_test_system("rm -rf '%s'", dir);
+}
+
+// ---- allocation failure -------------------------------------------------------------------------
+
+static long g_budget, g_live; /* test-only: the allocator hook has no user pointer */
+
+static void *failing_malloc(size_t n)
+{
+    if (g_budget-- <= 0) return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p) g_live++;
+    return p;
+}
+
+static void counting_free(void *p)
+{
+    g_live--;
+    free(p);
+}
+
+static void hf_config_load_should_return_nomem_without_leaks(void **state)
+{
+    (void)state;
+    const wq_alloc_hooks hooks = {failing_malloc, counting_free};
+    for (long k = 0;; k++) {
+        assert_true(k < 1000);
+        wq_model_cfg c;
+        g_budget = k;
+        g_live = 0;
+        wq_alloc_set_hooks(&hooks);
+        wq_status st = wq_hf_config_load(STORIES_DIR, &c);
+        wq_alloc_set_hooks(NULL);
+        if (g_live != 0) fail_msg("budget %ld: %ld blocks leaked", k, g_live);
+        if (st == WQ_OK) {
+            assert_int_equal(c.hidden_size, 64);
+            assert_true(k >= 2); /* path and text buffers */
+            break;
+        }
+        if (st != WQ_ERR_NOMEM) fail_msg("budget %ld: status %d, want NOMEM", k, st);
+    }
 }
 
 int main(void)
@@ -409,9 +488,12 @@ int main(void)
         cmocka_unit_test(hf_config_should_reject_non_positive_values),
         cmocka_unit_test(hf_config_should_reject_kv_heads_not_dividing_heads),
         cmocka_unit_test(hf_config_should_reject_unsupported_model_type),
+        cmocka_unit_test(hf_config_should_infer_model_type_from_architectures),
+        cmocka_unit_test(hf_config_should_reject_non_silu_activation),
         cmocka_unit_test(read_text_file_should_return_nul_terminated_contents),
         cmocka_unit_test(hf_check_tensors_should_accept_stories260K),
         cmocka_unit_test(hf_check_tensors_should_check_qwen2_biases_on_synthetic_model),
+        cmocka_unit_test(hf_config_load_should_return_nomem_without_leaks),
     };
     return cmocka_run_group_tests_name("model_hf_config", tests, NULL, NULL);
 }

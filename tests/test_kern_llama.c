@@ -1,7 +1,10 @@
-/* test_kern_llama.c: the fp32 Llama decoder kernels (src/kernels/kern_llama.c) against naive double
- * references written here with plain loops, on random small shapes (GQA 8/4, 4/1, MHA, odd T, qkv
- * bias, captures), then the real stories260K checkpoint: greedy decode from BOS must reproduce
- * llama2.c's ids exactly, and TinyStories perplexity must match the PyTorch reference. */
+/* test_kern_llama.c: the fp32 Llama decoder kernels (src/kernels/kern_{llama,attn,block,llama_ref}.c)
+ * against naive double references written here with plain loops, on random small shapes (GQA 8/4,
+ * 4/1, MHA, odd T, qkv bias, captures), the BLAS paths against their scalar `_ref` kernels, the
+ * batched/chunked block against the per-sequence one (every step plan, capture pointers and the
+ * streaming hook), then the real stories260K checkpoint: greedy decode from BOS must reproduce
+ * llama2.c's ids exactly (step by step, and teacher-forced through the batched chunked path), and
+ * TinyStories perplexity must match the PyTorch reference. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
  * output (fp32 dot products of length <= 200 stay well below these). */
 #define WQ_TOL_LLAMA_PIECE 2e-6
 #define WQ_TOL_LLAMA_BLOCK 2e-5
+#define WQ_TOL_LLAMA_CHUNK 1e-5    /* same math, only the BLAS row count M differs */
 #define WQ_TOL_LLAMA_ROPE_ABS 2e-5 /* fp32 angle p * inv_freq for p < 100: ~100 * 1.5 ulp */
 #define WQ_TOL_LLAMA_NLL 1e-4      /* absolute, per position (logits rounded to fp32) */
 #define WQ_TOL_LLAMA_PPL_REL 5e-4  /* 0.05 % vs reference-ppl.json */
@@ -35,6 +39,14 @@
 static void *xalloc(size_t bytes)
 {
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    assert_non_null(p);
+    return p;
+}
+
+/* Exactly `bytes` (no slack), so a sanitizer build catches any write past a workspace size query. */
+static void *walloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
     assert_non_null(p);
     return p;
 }
@@ -212,6 +224,8 @@ static void linear_should_match_reference_with_and_without_bias(void **state)
             wq_kern_linear(y, x, w, bias ? b : NULL, T, in, out);
             ref_linear(yd, xd, w, bias ? b : NULL, T, in, out);
             check_close("linear", yd, y, (size_t)(T * out), WQ_TOL_LLAMA_PIECE, seed);
+            wq_kern_linear_ref(y, x, w, bias ? b : NULL, T, in, out);
+            check_close("linear_ref", yd, y, (size_t)(T * out), WQ_TOL_LLAMA_PIECE / 4, seed);
         }
         free(x), free(w), free(b), free(y), free(xd), free(yd);
     }
@@ -296,7 +310,7 @@ static void attention_should_match_reference_for_gqa_shapes(void **state)
         size_t nq = (size_t)(T * H * D), nk = (size_t)(T * Hkv * D);
         float *q = randf(nq, 1.5f, seed), *k = randf(nk, 1.5f, seed + 1), *v = randf(nk, 1.0f, seed + 2);
         float *o = xalloc(nq * sizeof *o);
-        void *ws = xalloc(wq_kern_attention_workspace_bytes(T));
+        void *ws = walloc(wq_kern_attention_workspace_bytes(T));
         memset(ws, 0xff, wq_kern_attention_workspace_bytes(T)); /* NaN garbage must not leak */
         double *qd = dalloc(nq), *kd = dalloc(nk), *vd = dalloc(nk), *od = dalloc(nq);
         widen(qd, q, nq), widen(kd, k, nk), widen(vd, v, nk);
@@ -307,6 +321,28 @@ static void attention_should_match_reference_for_gqa_shapes(void **state)
         for (int64_t h = 0; h < H; h++)
             for (int64_t e = 0; e < D; e++)
                 assert_true(o[h * D + e] == v[(h / (H / Hkv)) * D + e]);
+        /* the scalar reference kernel */
+        float *o2 = xalloc(nq * sizeof *o2);
+        memset(ws, 0xff, wq_kern_attention_workspace_bytes(T));
+        wq_kern_attention_ref(o2, q, k, v, T, H, Hkv, D, ws);
+        check_close("attention_ref", od, o2, nq, WQ_TOL_LLAMA_PIECE, seed);
+        /* query row ranges (chunked prefill): bitwise when both ends are panel boundaries (or the
+         * sequence end), close otherwise */
+        const int64_t B0 = WQ_ATTN_ROW_BLOCK;
+        const int64_t ranges[][2] = {{0, T}, {0, T < B0 ? T : B0}, {T / 3, T - T / 3},
+                                     {T > B0 ? B0 : T / 2, T > B0 ? T - B0 : T - T / 2},
+                                     {T / 2, (T - T / 2 + 1) / 2}, {T - 1, 1}};
+        for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+            int64_t t0 = ranges[i][0], n = ranges[i][1], qd1 = H * D;
+            memset(o2, 0xff, nq * sizeof *o2);
+            wq_kern_attention_rows(o2, q + t0 * qd1, k, v, t0, n, H, Hkv, D, ws);
+            if (t0 % B0 == 0 && ((t0 + n) % B0 == 0 || t0 + n == T))
+                assert_memory_equal(o2, o + t0 * qd1, (size_t)(n * qd1) * sizeof *o2);
+            else
+                check_close("attention_rows", od + t0 * qd1, o2, (size_t)(n * qd1),
+                            WQ_TOL_LLAMA_PIECE * 4, seed);
+        }
+        free(o2);
         free(q), free(k), free(v), free(o), free(ws), free(qd), free(kd), free(vd), free(od);
     }
 }
@@ -398,7 +434,7 @@ static void block_should_match_reference_and_capture_exact_operands(void **state
         float *x = xalloc((size_t)(T * d) * 4), *x2 = xalloc((size_t)(T * d) * 4);
         float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4), *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
         size_t wsb = wq_kern_block_workspace_bytes(&c, T);
-        void *ws = xalloc(wsb);
+        void *ws = walloc(wsb);
         wq_block_capture cap = {xalloc((size_t)(T * d) * 4), xalloc((size_t)(T * qd) * 4),
                                 xalloc((size_t)(T * d) * 4), xalloc((size_t)(T * F) * 4)};
         ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)), dalloc((size_t)(T * d)),
@@ -440,11 +476,203 @@ static void block_should_match_reference_and_capture_exact_operands(void **state
         assert_memory_equal(down2, cap.x_down, (size_t)(T * F) * 4);
         free(down2);
 
+        /* the scalar reference block (no BLAS) agrees with the double reference too */
+        size_t rwsb = wq_kern_block_ref_workspace_bytes(&c, T);
+        void *rws = walloc(rwsb);
+        memset(rws, 0xff, rwsb);
+        memcpy(x2, x0, (size_t)(T * d) * 4);
+        wq_kern_block_forward_ref(&c, &w, x2, T, rc, rs, rws, &cap);
+        check_close("block_ref x_o", r.x_o, cap.x_o, (size_t)(T * qd), WQ_TOL_LLAMA_BLOCK / 4, seed);
+        check_close("block_ref x_down", r.x_down, cap.x_down, (size_t)(T * F), WQ_TOL_LLAMA_BLOCK / 4,
+                    seed);
+        check_close("block_ref out", r.x_out, x2, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK / 4, seed);
+        free(rws);
+
         free(t1), free(t2), free(x0), free(x), free(x2), free(rc), free(rs), free(ws);
         free(cap.x_attn), free(cap.x_o), free(cap.x_mlp), free(cap.x_down);
         free(r.x_attn), free(r.x_o), free(r.x_mlp), free(r.x_down), free(r.x_out);
         free_block(&own);
     }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * batched, chunked block and the capture hook */
+
+/* Records what the streaming hook sees and checks the contract of wq_block_capture_fn. */
+typedef struct {
+    float *dst[WQ_BLOCK_SITE_COUNT];
+    int64_t cols[WQ_BLOCK_SITE_COUNT], next_row[WQ_BLOCK_SITE_COUNT];
+    int64_t T, step_rows, calls;
+    int last_site, bad;
+} hook_rec;
+
+static void hook_rec_init(hook_rec *h, const wq_model_cfg *c, int64_t B, int64_t T, int64_t chunk)
+{
+    memset(h, 0, sizeof *h);
+    h->cols[WQ_BLOCK_SITE_ATTN] = h->cols[WQ_BLOCK_SITE_MLP] = c->hidden_size;
+    h->cols[WQ_BLOCK_SITE_O] = c->n_heads * c->head_dim;
+    h->cols[WQ_BLOCK_SITE_DOWN] = c->intermediate_size;
+    for (int s = 0; s < WQ_BLOCK_SITE_COUNT; s++)
+        h->dst[s] = xalloc((size_t)(B * T * h->cols[s]) * sizeof(float));
+    h->T = T;
+    h->step_rows = wq_kern_block_step_rows(T, chunk);
+    h->last_site = WQ_BLOCK_SITE_COUNT - 1;
+}
+
+static void hook_rec_free(hook_rec *h)
+{
+    for (int s = 0; s < WQ_BLOCK_SITE_COUNT; s++) free(h->dst[s]);
+}
+
+static void hook_collect(void *ctx, wq_block_site site, int64_t row0, int64_t rows, int64_t cols,
+                         const float *x)
+{
+    hook_rec *h = ctx;
+    h->calls++;
+    if ((int)site < 0 || site >= WQ_BLOCK_SITE_COUNT) {
+        h->bad++;
+        return;
+    }
+    /* ATTN, O, MLP, DOWN per step; ascending rows; each row once; right width */
+    if ((int)site != (h->last_site + 1) % WQ_BLOCK_SITE_COUNT) h->bad++;
+    if (row0 != h->next_row[site] || rows < 1 || rows > h->step_rows || cols != h->cols[site]) h->bad++;
+    /* a step is part of one sequence, or whole sequences */
+    bool one_seq = row0 / h->T == (row0 + rows - 1) / h->T;
+    bool whole = row0 % h->T == 0 && rows % h->T == 0;
+    if (!one_seq && !whole) h->bad++;
+    h->last_site = (int)site;
+    h->next_row[site] = row0 + rows;
+    memcpy(h->dst[site] + row0 * cols, x, (size_t)(rows * cols) * sizeof *x);
+}
+
+static void block_step_plan_should_bound_rows_and_memory(void **state)
+{
+    (void)state;
+    /* {T, chunk, rows}: split sequences round up to the attention panel, whole sequences group */
+    const int64_t cases[][3] = {{130, 0, 130},  {130, 1, 64},   {130, 17, 64},  {130, 64, 64},
+                                {130, 65, 128}, {130, 128, 128}, {130, 129, 130}, {130, 200, 130},
+                                {130, 260, 260}, {130, 400, 390}, {7, 0, 7},      {7, 100, 98},
+                                {1, 5, 5},      {70, 64, 64},   {70, 65, 70}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(wq_kern_block_step_rows(cases[i][0], cases[i][1]), cases[i][2]);
+    /* a 4096-wide layer over 4096 tokens: chunking must cut the scratch by far (only K/V stay T) */
+    wq_model_cfg c = small_cfg(4096, 32, 8, 128, 11008, 32000);
+    size_t full = wq_kern_block_workspace_bytes(&c, 4096);
+    size_t chunked = wq_kern_block_workspace_bytes_chunked(&c, 4096, 256);
+    assert_true(full == wq_kern_block_workspace_bytes_chunked(&c, 4096, 0));
+    assert_true(chunked * 7 < full); /* ~7.6x: K/V [4096][1024] x2 now dominate */
+    assert_true(chunked < (size_t)(4096 * 1024 * 2 + 256 * (4096 + 2 * 11008)) * 4 + (16u << 20));
+}
+
+static void block_batch_should_match_per_sequence_for_every_chunking(void **state)
+{
+    (void)state;
+    /* {d, H, Hkv, D, F, bias} x T x chunk; B = 3 sequences of different data */
+    const int64_t cfgs[][6] = {{32, 8, 4, 4, 40, 0}, {48, 4, 1, 12, 100, 1}, {64, 8, 4, 8, 172, 0}};
+    const int64_t Ts[] = {1, 7, 70, 130};
+    const int64_t B = 3;
+    int64_t runs = 0, bitwise = 0;
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        const int64_t *k = cfgs[ci];
+        wq_model_cfg c = small_cfg(k[0], k[1], k[2], k[3], k[4], 16);
+        if (k[5]) strcpy(c.model_type, "qwen2"), c.attention_bias = true;
+        const int64_t d = c.hidden_size, qd = c.n_heads * c.head_dim, F = c.intermediate_size;
+        const int64_t cols[4] = {d, qd, d, F};
+        uint64_t seed = WQ_TEST_SEED + 700 + 40 * ci;
+        rand_block own;
+        wq_block_weights w = make_block(&c, k[5] != 0, seed, &own);
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            const int64_t T = Ts[ti], n = B * T;
+            float *x0 = randf((size_t)(n * d), 1.0f, seed + 20 + ti), *want = xalloc((size_t)(n * d) * 4);
+            float *x = xalloc((size_t)(n * d) * 4);
+            float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4), *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
+            float *wcap[4], *gcap[4];
+            for (int s = 0; s < 4; s++) {
+                wcap[s] = xalloc((size_t)(n * cols[s]) * 4);
+                gcap[s] = xalloc((size_t)(n * cols[s]) * 4);
+            }
+            wq_kern_rope_tables(&c, T, rc, rs);
+
+            /* per sequence, unchunked (the engine's path), checked against the double reference */
+            void *ws1 = walloc(wq_kern_block_workspace_bytes(&c, T));
+            memcpy(want, x0, (size_t)(n * d) * 4);
+            ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)), dalloc((size_t)(T * d)),
+                               dalloc((size_t)(T * F)), dalloc((size_t)(T * d))};
+            for (int64_t b = 0; b < B; b++) {
+                wq_block_capture cap = {wcap[0] + b * T * d, wcap[1] + b * T * qd,
+                                        wcap[2] + b * T * d, wcap[3] + b * T * F};
+                wq_kern_block_forward(&c, &w, want + b * T * d, T, rc, rs, ws1, &cap);
+                ref_block(&c, &w, x0 + b * T * d, T, &r);
+                check_close("per-sequence block", r.x_out, want + b * T * d, (size_t)(T * d),
+                            WQ_TOL_LLAMA_BLOCK, seed);
+            }
+            free(r.x_attn), free(r.x_o), free(r.x_mlp), free(r.x_down), free(r.x_out), free(ws1);
+
+            const int64_t chunks[] = {0, 1, 17, 64, 65, 100, T, T + 1, 2 * T, 3 * T, 5 * T};
+            for (size_t hi = 0; hi < sizeof chunks / sizeof chunks[0]; hi++) {
+                const int64_t chunk = chunks[hi];
+                size_t wsb = wq_kern_block_workspace_bytes_chunked(&c, T, chunk);
+                void *ws = walloc(wsb);
+                memset(ws, 0xff, wsb); /* NaN garbage must not leak */
+                hook_rec h;
+                hook_rec_init(&h, &c, B, T, chunk);
+                wq_block_capture cap = {gcap[0], gcap[1], gcap[2], gcap[3], hook_collect, &h};
+                memcpy(x, x0, (size_t)(n * d) * 4);
+                wq_kern_block_forward_batch(&c, &w, x, B, T, chunk, rc, rs, ws, &cap);
+                if (h.bad) print_error("hook contract broken: T %lld chunk %lld\n", (long long)T, (long long)chunk);
+                assert_int_equal(h.bad, 0);
+                for (int s = 0; s < 4; s++) {
+                    assert_int_equal(h.next_row[s], n);
+                    /* hook and pointers deliver the same operands */
+                    assert_memory_equal(h.dst[s], gcap[s], (size_t)(n * cols[s]) * 4);
+                }
+                /* against the per-sequence path: fp32-rounding close, usually bitwise */
+                int64_t widest = d > qd ? d : qd;
+                widest = widest > F ? widest : F;
+                double *wd = dalloc((size_t)(n * widest));
+                bool same = !memcmp(x, want, (size_t)(n * d) * 4);
+                widen(wd, want, (size_t)(n * d));
+                check_close("chunked block out", wd, x, (size_t)(n * d), WQ_TOL_LLAMA_CHUNK, seed);
+                for (int s = 0; s < 4; s++) {
+                    widen(wd, wcap[s], (size_t)(n * cols[s]));
+                    check_close("chunked capture", wd, gcap[s], (size_t)(n * cols[s]), WQ_TOL_LLAMA_CHUNK,
+                                seed);
+                    same = same && !memcmp(wcap[s], gcap[s], (size_t)(n * cols[s]) * 4);
+                }
+                runs++;
+                bitwise += same;
+                /* chunk 0 with B = 1 is the per-sequence path itself */
+                if (chunk == 0) {
+                    memcpy(x, x0, (size_t)(T * d) * 4);
+                    wq_kern_block_forward_batch(&c, &w, x, 1, T, 0, rc, rs, ws, NULL);
+                    assert_memory_equal(x, want, (size_t)(T * d) * 4);
+                }
+                free(wd), free(ws);
+                hook_rec_free(&h);
+            }
+            for (int s = 0; s < 4; s++) free(wcap[s]), free(gcap[s]);
+            free(x0), free(want), free(x), free(rc), free(rs);
+        }
+        free_block(&own);
+    }
+    print_message("batched/chunked block: %lld of %lld step plans bitwise equal to the per-sequence "
+                  "path (the rest within %.0e)\n", (long long)bitwise, (long long)runs,
+                  WQ_TOL_LLAMA_CHUNK);
+}
+
+static void block_batch_should_be_a_noop_for_empty_batch(void **state)
+{
+    (void)state;
+    wq_model_cfg c = small_cfg(16, 2, 1, 8, 24, 16);
+    rand_block own;
+    wq_block_weights w = make_block(&c, false, WQ_TEST_SEED + 800, &own);
+    float x[16] = {1.0f}, rc[4 * 5], rs[4 * 5];
+    void *ws = walloc(wq_kern_block_workspace_bytes_chunked(&c, 5, 3));
+    wq_kern_rope_tables(&c, 5, rc, rs);
+    wq_kern_block_forward_batch(&c, &w, x, 0, 5, 3, rc, rs, ws, NULL);
+    assert_true(x[0] == 1.0f && x[1] == 0.0f);
+    free(ws);
+    free_block(&own);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -466,7 +694,7 @@ static void head_should_match_reference_nll_and_argmax(void **state)
         wq_test_rng rng = {seed};
         for (int64_t t = 0; t < T - 1; t++) tg[t] = (int32_t)(wq_test_next(&rng) % (uint64_t)V);
         if (T > 3) tg[2] = -1; /* skipped position */
-        void *ws = xalloc(wq_kern_head_workspace_bytes(&c));
+        void *ws = walloc(wq_kern_head_workspace_bytes(&c));
         double *nll = dalloc((size_t)T);
 
         /* reference: double rmsnorm, double logits, exact log-softmax */
@@ -596,24 +824,29 @@ static void tiny_forward(const tiny_model *tm, const int32_t *ids, int64_t T, fl
     for (int l = 0; l < 5; l++) wq_kern_block_forward(&tm->cfg, &tm->layers[l], x, T, rc, rs, ws, NULL);
 }
 
+/* llama2.c's greedy decode from BOS: "[1, 403, ...]", 81 ids including BOS. */
+static int read_greedy_ids(int32_t *ids, int cap)
+{
+    int n = 0, ch;
+    FILE *f = fopen(GREEDY_IDS, "r");
+    assert_non_null(f);
+    while ((ch = fgetc(f)) != EOF && ch != '[') {}
+    while (n < cap && fscanf(f, " %d ,", &ids[n]) == 1) n++;
+    fclose(f);
+    return n;
+}
+
 static void stories260k_greedy_should_reproduce_llama2c(void **state)
 {
     const tiny_model *tm = *state;
     int32_t want[128];
-    int nwant = 0;
-    FILE *f = fopen(GREEDY_IDS, "r");
-    assert_non_null(f);
-    int ch;
-    while ((ch = fgetc(f)) != EOF && ch != '[') {}
-    while (nwant < 128 && fscanf(f, " %d ,", &want[nwant]) == 1) nwant++;
-    fclose(f);
-    assert_int_equal(nwant, 81);
+    assert_int_equal(read_greedy_ids(want, 128), 81);
 
     const int64_t Tmax = 81, d = tm->cfg.hidden_size;
     float *x = xalloc((size_t)(Tmax * d) * 4), *rc = xalloc((size_t)(Tmax * 4) * 4);
     float *rs = xalloc((size_t)(Tmax * 4) * 4);
-    void *ws = xalloc(wq_kern_block_workspace_bytes(&tm->cfg, Tmax));
-    void *hws = xalloc(wq_kern_head_workspace_bytes(&tm->cfg));
+    void *ws = walloc(wq_kern_block_workspace_bytes(&tm->cfg, Tmax));
+    void *hws = walloc(wq_kern_head_workspace_bytes(&tm->cfg));
     int32_t ids[81] = {1};
     for (int64_t T = 1; T < Tmax; T++) {
         tiny_forward(tm, ids, T, x, rc, rs, ws);
@@ -623,6 +856,40 @@ static void stories260k_greedy_should_reproduce_llama2c(void **state)
         assert_int_equal(ids[T], want[T]);
     }
     free(x), free(rc), free(rs), free(ws), free(hws);
+}
+
+/* The same 80 greedy steps in ONE batched, chunked forward: the sequence is causal, so the argmax
+ * after every prefix of llama2.c's ids must be the next id. Two copies of the sequence in the batch,
+ * split in panel-sized steps (chunk 32 -> 64 rows), then grouped (chunk 200 -> both in one step). */
+static void stories260k_batched_chunked_forward_should_reproduce_greedy(void **state)
+{
+    const tiny_model *tm = *state;
+    int32_t want[128];
+    assert_int_equal(read_greedy_ids(want, 128), 81);
+    const int64_t T = 80, B = 2, d = tm->cfg.hidden_size, chunks[] = {32, 200};
+    int32_t ids[160];
+    memcpy(ids, want, 80 * sizeof *ids);
+    memcpy(ids + 80, want, 80 * sizeof *ids);
+    float *x = xalloc((size_t)(B * T * d) * 4), *rc = xalloc((size_t)(T * 4) * 4);
+    float *rs = xalloc((size_t)(T * 4) * 4);
+    void *hws = walloc(wq_kern_head_workspace_bytes(&tm->cfg));
+    wq_kern_rope_tables(&tm->cfg, T, rc, rs);
+    for (size_t ci = 0; ci < 2; ci++) {
+        void *ws = walloc(wq_kern_block_workspace_bytes_chunked(&tm->cfg, T, chunks[ci]));
+        wq_kern_embed(tm->embed, ids, B * T, d, x);
+        for (int l = 0; l < 5; l++)
+            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, B, T, chunks[ci], rc, rs, ws, NULL);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++) {
+                int32_t got = wq_kern_head_argmax(&tm->cfg, tm->norm, tm->embed, x + b * T * d, t + 1, hws);
+                if (got != want[t + 1])
+                    print_error("chunk %lld seq %lld position %lld: got %d want %d\n",
+                                (long long)chunks[ci], (long long)b, (long long)t, got, want[t + 1]);
+                assert_int_equal(got, want[t + 1]);
+            }
+        free(ws);
+    }
+    free(x), free(rc), free(rs), free(hws);
 }
 
 static void stories260k_tinystories_ppl_should_match_reference(void **state)
@@ -636,17 +903,26 @@ static void stories260k_tinystories_ppl_should_match_reference(void **state)
     assert_int_equal(wq_tok_load(HF_DIR "/tokenizer.model", &tok), WQ_OK);
     assert_int_equal(wq_data_load_stories(STORIES, 400, 500, &docs), WQ_OK);
     assert_int_equal(wq_data_eval_stories(tok, &docs, 512, &set), WQ_OK);
-    const int64_t Tmax = 512, d = tm->cfg.hidden_size;
+    /* through the streaming path: steps of 128 positions (stories are up to 512 tokens) */
+    const int64_t Tmax = 512, d = tm->cfg.hidden_size, chunk = 128;
+    size_t wsb = 0;
+    for (int64_t s = 0; s < set.n_seqs; s++) {
+        size_t b = wq_kern_block_workspace_bytes_chunked(&tm->cfg, set.seqs[s].len, chunk);
+        wsb = b > wsb ? b : wsb;
+    }
     float *x = xalloc((size_t)(Tmax * d) * 4), *rc = xalloc((size_t)(Tmax * 4) * 4);
     float *rs = xalloc((size_t)(Tmax * 4) * 4);
-    void *ws = xalloc(wq_kern_block_workspace_bytes(&tm->cfg, Tmax));
-    void *hws = xalloc(wq_kern_head_workspace_bytes(&tm->cfg));
+    void *ws = walloc(wsb);
+    void *hws = walloc(wq_kern_head_workspace_bytes(&tm->cfg));
     double total = 0.0;
     int64_t count = 0;
+    wq_kern_rope_tables(&tm->cfg, Tmax, rc, rs);
     for (int64_t s = 0; s < set.n_seqs; s++) {
         const wq_token_seq *q = &set.seqs[s];
         assert_true(q->len >= 2 && q->len <= Tmax);
-        tiny_forward(tm, q->ids, q->len, x, rc, rs, ws);
+        wq_kern_embed(tm->embed, q->ids, q->len, d, x);
+        for (int l = 0; l < 5; l++)
+            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, 1, q->len, chunk, rc, rs, ws, NULL);
         int64_t n = 0;
         total += wq_kern_head_nll(&tm->cfg, tm->norm, tm->embed, x, q->len, q->ids + 1, hws, NULL, &n);
         count += n;
@@ -674,9 +950,14 @@ int main(void)
         cmocka_unit_test(mlp_should_match_reference),
         cmocka_unit_test(embed_should_copy_rows),
         cmocka_unit_test(block_should_match_reference_and_capture_exact_operands),
+        cmocka_unit_test(block_step_plan_should_bound_rows_and_memory),
+        cmocka_unit_test(block_batch_should_match_per_sequence_for_every_chunking),
+        cmocka_unit_test(block_batch_should_be_a_noop_for_empty_batch),
         cmocka_unit_test(head_should_match_reference_nll_and_argmax),
         cmocka_unit_test_setup_teardown(stories260k_greedy_should_reproduce_llama2c, tiny_setup,
                                         tiny_teardown),
+        cmocka_unit_test_setup_teardown(stories260k_batched_chunked_forward_should_reproduce_greedy,
+                                        tiny_setup, tiny_teardown),
         cmocka_unit_test_setup_teardown(stories260k_tinystories_ppl_should_match_reference,
                                         tiny_setup, tiny_teardown),
     };

@@ -1,7 +1,8 @@
 /* test_st.c: safetensors reader and writer. The bundled stories260K checkpoint is checked against
  * bytes located by a hand-rolled header scan (independent of the reader); the writer is checked by
- * round trips (F32/F16/BF16/F64, sharded with an index); every corrupt-input rule has its own test on
- * a file crafted in a per-test temp dir, asserting WQ_ERR_FORMAT and a message naming the culprit. */
+ * round trips (F32/F16/BF16/F64, sharded with an index); every corrupt-input rule has its own test
+ * on a file crafted in a per-test temp dir, asserting WQ_ERR_FORMAT and a message naming the
+ * culprit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,9 +61,11 @@ static void craft(const char *path, const char *header, size_t data_len)
     size_t n = 8 + hl + data_len;
     unsigned char *b = malloc(n);
     assert_non_null(b);
-    for (int k = 0; k < 8; k++) b[k] = (unsigned char)(((uint64_t)hl >> (8 * k)) & 0xff);
+    for (int k = 0; k < 8; k++)
+        b[k] = (unsigned char)(((uint64_t)hl >> (8 * k)) & 0xff);
     memcpy(b + 8, header, hl);
-    for (size_t i = 0; i < data_len; i++) b[8 + hl + i] = (unsigned char)(i * 7 + 1);
+    for (size_t i = 0; i < data_len; i++)
+        b[8 + hl + i] = (unsigned char)(i * 7 + 1);
     assert_int_equal(wq_test_write_file(path, b, n), 0);
     free(b);
 }
@@ -82,7 +85,7 @@ static void expect_bad_header(void **state, const char *header, size_t data_len,
         fail_msg("message '%s' does not name '%s' and the file", msg, needle);
 }
 
-// ---- the bundled model ---------------------------------------------------------------------------
+// ---- the bundled model --------------------------------------------------------------------------
 
 /* Independent locator: scans the raw header text for "<name>" then its "data_offsets":[b,e]. */
 static uint64_t hand_offset(const char *name, uint64_t *nbytes)
@@ -92,7 +95,8 @@ static uint64_t hand_offset(const char *name, uint64_t *nbytes)
     unsigned char lb[8];
     assert_int_equal(fread(lb, 1, 8, fp), 8);
     uint64_t hl = 0;
-    for (int k = 7; k >= 0; k--) hl = (hl << 8) | lb[k];
+    for (int k = 7; k >= 0; k--)
+        hl = (hl << 8) | lb[k];
     char *h = malloc(hl + 1);
     assert_non_null(h);
     assert_int_equal(fread(h, 1, hl, fp), hl);
@@ -249,7 +253,7 @@ static void st_open_should_fail_with_io_on_missing_paths(void **state)
     assert_int_equal(wq_st_open(NULL, &m), WQ_ERR_ARG);
 }
 
-// ---- writer --------------------------------------------------------------------------------------
+// ---- writer -------------------------------------------------------------------------------------
 
 static void st_writer_should_roundtrip_f32_f16_bf16_f64(void **state)
 {
@@ -266,7 +270,8 @@ static void st_writer_should_roundtrip_f32_f16_bf16_f64(void **state)
     double dd[ND];
     wq_convert_from_f32(WQ_DTYPE_F16, b, bh, NB);
     wq_convert_from_f32(WQ_DTYPE_BF16, c, ch, NC);
-    for (int i = 0; i < ND; i++) dd[i] = (double)d[i];
+    for (int i = 0; i < ND; i++)
+        dd[i] = (double)d[i];
 
     const int64_t sa[] = {3, 5}, sb[] = {4, 7}, sc[] = {2, 3, 4}, sd[] = {ND}, se[] = {0, 9};
     wq_st_writer *w = NULL;
@@ -314,21 +319,25 @@ static void st_writer_should_roundtrip_f32_f16_bf16_f64(void **state)
     assert_int_equal(wq_st_read_raw(m, t, raw), WQ_OK);
     assert_memory_equal(raw, bh, sizeof bh);
     assert_int_equal(wq_st_read_f32(m, t, got), WQ_OK);
-    for (int i = 0; i < NB; i++) assert_true(got[i] == wq_f16_to_f32(bh[i]));
+    for (int i = 0; i < NB; i++)
+        assert_true(got[i] == wq_f16_to_f32(bh[i]));
     assert_true(wq_test_max_rel_err(b, got, NB, 1e-3) < TOL_F16_REL);
     assert_int_equal(wq_st_read_rows_f32(m, t, 1, 2, got), WQ_OK);
-    for (int i = 0; i < 14; i++) assert_true(got[i] == wq_f16_to_f32(bh[7 + i]));
+    for (int i = 0; i < 14; i++)
+        assert_true(got[i] == wq_f16_to_f32(bh[7 + i]));
 
     t = wq_st_find(m, "c.bf16");
     assert_int_equal(t->dtype, WQ_DTYPE_BF16);
     assert_int_equal(t->ndim, 3);
     assert_int_equal(t->shape[2], 4);
     assert_int_equal(wq_st_read_f32(m, t, got), WQ_OK);
-    for (int i = 0; i < NC; i++) assert_true(got[i] == wq_bf16_to_f32(ch[i]));
+    for (int i = 0; i < NC; i++)
+        assert_true(got[i] == wq_bf16_to_f32(ch[i]));
     assert_true(wq_test_max_rel_err(c, got, NC, 1e-3) < TOL_BF16_REL);
     /* rows of a 3-D tensor are shape[0] slabs of 12 elements */
     assert_int_equal(wq_st_read_rows_f32(m, t, 1, 1, got), WQ_OK);
-    for (int i = 0; i < 12; i++) assert_true(got[i] == wq_bf16_to_f32(ch[12 + i]));
+    for (int i = 0; i < 12; i++)
+        assert_true(got[i] == wq_bf16_to_f32(ch[12 + i]));
 
     t = wq_st_find(m, "d.f64");
     assert_int_equal(t->dtype, WQ_DTYPE_F64);
@@ -411,7 +420,8 @@ static void write_shard(const char *path, const char *const *names, int n, float
     assert_int_equal(wq_st_writer_begin_data(w), WQ_OK);
     for (int i = 0; i < n; i++) {
         float v[6];
-        for (int k = 0; k < 6; k++) v[k] = base + (float)(10 * i + k);
+        for (int k = 0; k < 6; k++)
+            v[k] = base + (float)(10 * i + k);
         assert_int_equal(wq_st_writer_write(w, v, sizeof v), WQ_OK);
     }
     assert_int_equal(wq_st_writer_finish(w), WQ_OK);
@@ -456,9 +466,11 @@ static void st_writer_should_roundtrip_sharded_model_with_index(void **state)
     assert_int_not_equal(a->file_index, c->file_index);
     float v[6];
     assert_int_equal(wq_st_read_f32(m, b, v), WQ_OK);
-    for (int k = 0; k < 6; k++) assert_true(v[k] == (float)(10 + k));
+    for (int k = 0; k < 6; k++)
+        assert_true(v[k] == (float)(10 + k));
     assert_int_equal(wq_st_read_f32(m, c, v), WQ_OK);
-    for (int k = 0; k < 6; k++) assert_true(v[k] == 100.0f + (float)k);
+    for (int k = 0; k < 6; k++)
+        assert_true(v[k] == 100.0f + (float)k);
     assert_int_equal(wq_st_read_rows_f32(m, c, 1, 1, v), WQ_OK);
     assert_true(v[0] == 103.0f);
     wq_st_close(m);
@@ -474,7 +486,7 @@ static void st_writer_should_roundtrip_sharded_model_with_index(void **state)
     assert_non_null(strstr(text, "\"c.weight\": \"model-00002-of-00002.safetensors\""));
 }
 
-// ---- corrupt single files ------------------------------------------------------------------------
+// ---- corrupt single files -----------------------------------------------------------------------
 
 static void st_open_should_reject_file_shorter_than_8_bytes(void **state)
 {
@@ -520,8 +532,9 @@ static void st_open_should_reject_header_that_is_not_an_object(void **state)
 
 static void st_open_should_reject_unknown_dtype(void **state)
 {
-    expect_bad_header(state, "{\"w1\": {\"dtype\": \"Q7\", \"shape\": [2], \"data_offsets\": [0, 2]}}",
-                      2, "'w1': unknown dtype 'Q7'");
+    expect_bad_header(state,
+                      "{\"w1\": {\"dtype\": \"Q7\", \"shape\": [2], \"data_offsets\": [0, 2]}}", 2,
+                      "'w1': unknown dtype 'Q7'");
 }
 
 static void st_open_should_reject_entry_that_is_not_an_object(void **state)
@@ -531,18 +544,19 @@ static void st_open_should_reject_entry_that_is_not_an_object(void **state)
 
 static void st_open_should_reject_shape_that_is_not_a_list(void **state)
 {
-    expect_bad_header(state, "{\"w2\": {\"dtype\": \"F32\", \"shape\": 4, \"data_offsets\": [0, 16]}}",
-                      16, "'w2': 'shape' missing or not a list");
+    expect_bad_header(state,
+                      "{\"w2\": {\"dtype\": \"F32\", \"shape\": 4, \"data_offsets\": [0, 16]}}", 16,
+                      "'w2': 'shape' missing or not a list");
 }
 
 static void st_open_should_reject_negative_dimension(void **state)
 {
-    expect_bad_header(state,
-                      "{\"w3\": {\"dtype\": \"F32\", \"shape\": [2, -2], \"data_offsets\": [0, 16]}}",
-                      16, "'w3': shape[1] is not a non-negative integer");
-    expect_bad_header(state,
-                      "{\"w3\": {\"dtype\": \"F32\", \"shape\": [2, 1.5], \"data_offsets\": [0, 12]}}",
-                      16, "'w3': shape[1]");
+    expect_bad_header(
+        state, "{\"w3\": {\"dtype\": \"F32\", \"shape\": [2, -2], \"data_offsets\": [0, 16]}}", 16,
+        "'w3': shape[1] is not a non-negative integer");
+    expect_bad_header(
+        state, "{\"w3\": {\"dtype\": \"F32\", \"shape\": [2, 1.5], \"data_offsets\": [0, 12]}}", 16,
+        "'w3': shape[1]");
 }
 
 static void st_open_should_reject_more_than_4_dims(void **state)
@@ -561,11 +575,12 @@ static void st_open_should_reject_missing_data_offsets(void **state)
 
 static void st_open_should_reject_data_offsets_not_two_ints(void **state)
 {
-    expect_bad_header(state, "{\"w6\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}",
-                      8, "'w6': 'data_offsets' missing or not a list of 2");
     expect_bad_header(state,
-                      "{\"w6\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, \"8\"]}}",
-                      8, "'w6': data_offsets are not non-negative integers");
+                      "{\"w6\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}", 8,
+                      "'w6': 'data_offsets' missing or not a list of 2");
+    expect_bad_header(
+        state, "{\"w6\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, \"8\"]}}", 8,
+        "'w6': data_offsets are not non-negative integers");
     expect_bad_header(state,
                       "{\"w6\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [-8, 0]}}",
                       8, "'w6': data_offsets are not non-negative integers");
@@ -595,9 +610,9 @@ static void st_open_should_reject_overlapping_tensors(void **state)
 
 static void st_open_should_reject_size_mismatch(void **state)
 {
-    expect_bad_header(state,
-                      "{\"w9\": {\"dtype\": \"BF16\", \"shape\": [3, 2], \"data_offsets\": [0, 16]}}",
-                      16, "'w9': shape x BF16 needs 12 bytes but data_offsets span 16");
+    expect_bad_header(
+        state, "{\"w9\": {\"dtype\": \"BF16\", \"shape\": [3, 2], \"data_offsets\": [0, 16]}}", 16,
+        "'w9': shape x BF16 needs 12 bytes but data_offsets span 16");
 }
 
 static void st_open_should_reject_duplicate_names(void **state)
@@ -631,7 +646,7 @@ static void st_open_should_ignore_metadata(void **state)
     wq_st_close(m);
 }
 
-// ---- corrupt sharded checkpoints -----------------------------------------------------------------
+// ---- corrupt sharded checkpoints ----------------------------------------------------------------
 
 static void expect_bad_sharded(void **state, const char *needle)
 {
@@ -718,7 +733,7 @@ static void st_open_should_reject_corrupt_shard(void **state)
     assert_non_null(strstr(wq_log_last_error(), k_shard_files[1]));
 }
 
-// ---- allocation failure --------------------------------------------------------------------------
+// ---- allocation failure -------------------------------------------------------------------------
 
 /* Fails every allocation after the first `budget` ones and counts live blocks, so each failure path
  * can be checked to return WQ_ERR_NOMEM and to leave nothing allocated. */
@@ -799,7 +814,8 @@ static wq_status write_small_file(void **state)
         st = wq_st_writer_declare(w, name, WQ_DTYPE_F16, 1, sh);
     }
     if (st == WQ_OK) st = wq_st_writer_begin_data(w);
-    for (int i = 0; i < 40 && st == WQ_OK; i++) st = wq_st_writer_write(w, v, sizeof v);
+    for (int i = 0; i < 40 && st == WQ_OK; i++)
+        st = wq_st_writer_write(w, v, sizeof v);
     if (st != WQ_OK) {
         wq_st_writer_abort(w);
         return st;
@@ -817,7 +833,8 @@ static void st_should_return_nomem_without_leaking_when_allocation_fails(void **
     const int64_t sh[] = {2, 3};
     const uint16_t v[6] = {0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0}; /* 1..6 in bf16 */
     wq_st_writer *w = NULL;
-    assert_int_equal(wq_st_writer_create(tmp_path(state, k_shard_files[0], p, sizeof p), &w), WQ_OK);
+    assert_int_equal(wq_st_writer_create(tmp_path(state, k_shard_files[0], p, sizeof p), &w),
+                     WQ_OK);
     assert_int_equal(wq_st_writer_declare(w, "h.bf16", WQ_DTYPE_BF16, 2, sh), WQ_OK);
     assert_int_equal(wq_st_writer_begin_data(w), WQ_OK);
     assert_int_equal(wq_st_writer_write(w, v, sizeof v), WQ_OK);
@@ -832,7 +849,8 @@ static void st_should_return_nomem_without_leaking_when_allocation_fails(void **
     wq_st_model *m = NULL;
     assert_int_equal(wq_st_open(((fixture *)*state)->dir, &m), WQ_OK);
     assert_int_equal(wq_st_read_f32(m, wq_st_find(m, "h.bf16"), got), WQ_OK);
-    for (int i = 0; i < 6; i++) assert_true(got[i] == (float)(i + 1));
+    for (int i = 0; i < 6; i++)
+        assert_true(got[i] == (float)(i + 1));
     wq_st_close(m);
 }
 
@@ -852,7 +870,8 @@ static void st_open_should_reject_index_listing_a_tensor_twice(void **state)
     fixture *f = *state;
     const char *names[] = {"a.weight", "c.weight", "a.weight"};
     const int shard_of[] = {0, 1, 1};
-    assert_int_equal(wq_st_write_index(f->dir, names, shard_of, 3, k_shard_files, 2, 0), WQ_ERR_ARG);
+    assert_int_equal(wq_st_write_index(f->dir, names, shard_of, 3, k_shard_files, 2, 0),
+                     WQ_ERR_ARG);
     const int bad_shard[] = {0, 2, 1};
     const char *ok_names[] = {"a.weight", "b.weight", "c.weight"};
     assert_int_equal(wq_st_write_index(f->dir, ok_names, bad_shard, 3, k_shard_files, 2, 0),

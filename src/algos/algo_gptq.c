@@ -179,6 +179,7 @@ struct wq_gptq_ctx {
     wq_qspec spec;
     qz q;
     bool act_order, hybrid, static_groups, inc_parity, fp8;
+    bool fresh; /* group parameters from fully updated W (else: W at the last block boundary) */
     bool whole_row_orig; /* inc_parity, group_size -1: parameters from W before dead zeroing */
     int32_t *perm;       /* [cols] position -> original column, NULL if natural */
     int32_t *inv_perm;   /* [cols] original column -> position, NULL if natural */
@@ -456,6 +457,7 @@ wq_status wq_algo_gptq_prepare(double *H, int64_t cols, const wq_qspec *spec,
     ctx->hybrid = ap->hybrid_order;
     ctx->static_groups = ap->static_groups && ctx->ngroups > 1;
     ctx->inc_parity = ap->inc_parity;
+    ctx->fresh = ap->fresh_group_params && !ap->inc_parity;
     ctx->fp8 = ap->fp8_aware;
     ctx->whole_row_orig = ap->inc_parity && ctx->ngroups == 1 && spec->group_size == -1;
     qz_init(&ctx->q, spec, ap->fp8_aware);
@@ -867,7 +869,7 @@ static wq_status solve_tile(const wq_gptq_ctx *ctx, const gptq_ws *ws, const flo
                          *   j in [c, s2): a = c;  j in [s2, i2): a = s1;  j >= i2: a = i1.
                          * Target: all k < c (fresh, default) or k < i1 (INC: W as of the last
                          * block boundary). Add or remove the difference E U. */
-                        const int64_t b = ctx->inc_parity ? i1 : c;
+                        const int64_t b = ctx->fresh ? c : i1;
                         const int64_t ja0 = c, ja1 = e < s2 ? e : s2;
                         const int64_t jb0 = s2 > c ? s2 : c, jb1 = e < i2 ? e : i2;
                         const int64_t jc0 = i2 > c ? i2 : c, jc1 = e;

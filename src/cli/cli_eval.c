@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli/cli.h"
@@ -69,12 +70,11 @@ static wq_status weights_open(const char *model_dir, const char *quantized, weig
 wq_status wq_cli_run_blocks(wq_engine *e, const wq_model_cfg *mc, const wq_weight_source *src);
 wq_status wq_cli_run_blocks(wq_engine *e, const wq_model_cfg *mc, const wq_weight_source *src)
 {
-    wq_dist *stage_d = wq_engine_stage_dist(e);
-    (void)stage_d;
     for (int s = 0; s < wq_engine_n_stages(e); s++) {
         wq_status st = WQ_OK;
         if (wq_engine_stage(e) == s) {
             for (int64_t b = wq_engine_block_begin(e, s); b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
+                wq_dist_fault_point(wq_engine_world(e), "block", b);
                 wq_block_buf bb;
                 st = wq_block_load(mc, src, b, &bb);
                 if (st == WQ_OK) st = wq_engine_forward(e, &bb.w, 1, 0, NULL, NULL);
@@ -220,6 +220,10 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
     double nll = 0;
     int64_t count = 0;
     if (st == WQ_OK) st = wq_engine_nll(e, &w.src, &nll, &count);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double peak_mb = (double)ru.ru_maxrss / 1024.0; /* max over ranks */
+    if (st == WQ_OK) st = wq_dist_allreduce_max_f64(d, &peak_mb, 1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (st == WQ_OK && rank == 0) {
@@ -227,10 +231,10 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
         if (wq_cli_opt(opts, "json")->count)
             printf("{\"ppl\": %.10g, \"nll\": %.12g, \"tokens\": %lld, \"sequences\": %lld, "
                    "\"protocol\": \"%s\", \"quantized\": %s%s%s, \"ranks\": %d, \"stages\": %lld, "
-                   "\"seconds\": %.3f}\n",
+                   "\"seconds\": %.3f, \"peak_rss_mb\": %.1f}\n",
                    ppl, mean, (long long)count, (long long)es.seqs.n_seqs, protocol,
                    w.h5 ? "\"" : "", w.h5 ? wq_cli_opt(opts, "quantized")->value : "null",
-                   w.h5 ? "\"" : "", wq_dist_size(d), (long long)stages, secs);
+                   w.h5 ? "\"" : "", wq_dist_size(d), (long long)stages, secs, peak_mb);
         else
             printf("ppl %.4f  (mean nll %.6f over %lld tokens, %lld sequences, %s protocol, %.2f s)\n",
                    ppl, mean, (long long)count, (long long)es.seqs.n_seqs, protocol, secs);

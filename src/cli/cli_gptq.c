@@ -131,6 +131,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
         wq_status st = WQ_OK;
         if (wq_engine_stage(e) == s) {
             for (int64_t b = wq_engine_block_begin(e, s); b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
+                wq_dist_fault_point(world, "block", b);
                 wq_block_buf bb;
                 st = wq_block_load(mc, src, b, &bb);
                 st = wq_dist_agree(sd, st);

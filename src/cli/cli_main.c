@@ -22,6 +22,7 @@ static const struct {
     {"quantize", wq_cmd_quantize, "quantize a HuggingFace model into a parallel-HDF5 container"},
     {"eval", wq_cmd_eval, "perplexity of the fp or quantized model (stories / windows protocols)"},
     {"generate", wq_cmd_generate, "greedy decoding from token ids (smoke test)"},
+    {"synth", wq_cmd_synth, "write a synthetic HF model with a real model's widths"},
     {"inspect", wq_cmd_inspect, "list the layers, settings and sizes of a container"},
     {"export", wq_cmd_export, "write a container as another format (safetensors-fp16, ...)"},
 };

@@ -282,6 +282,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
         double mine_info[3] = {-1, 0, 0}; /* entry index, seconds, bytes */
         if (next < p->n && st == WQ_OK) {
             double t0 = now_s();
+            wq_dist_fault_point(d, "tensor", next);
             st = process_entry(cfg, m, p, next, f);
             mine_info[0] = (double)next;
             mine_info[1] = now_s() - t0;

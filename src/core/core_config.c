@@ -59,6 +59,7 @@ static const key_desc k_algo_keys[] = {
     {"true_sequential", K_BOOL, AP(true_sequential), 0, 1, 0, A(GPTQ), NULL},
     {"fp8_aware", K_BOOL, AP(fp8_aware), 0, 1, 0, A(GPTQ), NULL},
     {"use_block_wise", K_BOOL, AP(use_block_wise), 0, 1, 0, A(GPTQ), NULL},
+    {"fresh_group_params", K_BOOL, AP(fresh_group_params), 0, 1, 0, A(GPTQ), NULL},
     {"use_auto_scale", K_BOOL, AP(use_auto_scale), 0, 1, 0, A(AWQ), NULL},
     {"use_auto_clip", K_BOOL, AP(use_auto_clip), 0, 1, 0, A(AWQ), NULL},
     {"folding", K_BOOL, AP(folding), 0, 1, 0, A(AWQ) | A(TEQ), NULL},

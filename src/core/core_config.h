@@ -61,6 +61,8 @@ typedef struct {
     double percdamp;
     int64_t block_size;
     bool act_order, hybrid_order, static_groups, true_sequential, fp8_aware, use_block_wise;
+    bool fresh_group_params; /* group params from fully updated W (default: W at the last block
+                                boundary, as the reference GPTQ and INC) */
     /* AWQ (5.1) / TEQ (6) */
     bool use_auto_scale, use_auto_clip, folding;
     bool inc_parity; /* reproduce INC's numerics quirks where they differ from the correct behaviour */

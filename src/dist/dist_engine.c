@@ -30,6 +30,7 @@ int wq_engine_stage(const wq_engine *e) { return e->stage; }
 int64_t wq_engine_block_begin(const wq_engine *e, int s) { return e->block_first[s]; }
 int64_t wq_engine_block_end(const wq_engine *e, int s) { return e->block_first[s + 1]; }
 wq_dist *wq_engine_stage_dist(wq_engine *e) { return e->stage_dist; }
+wq_dist *wq_engine_world(wq_engine *e) { return e->world; }
 int64_t wq_engine_n_local(const wq_engine *e) { return e->n_local; }
 int64_t wq_engine_local_seq(const wq_engine *e, int64_t k) { return e->local[k]; }
 int64_t wq_engine_seq_len(const wq_engine *e, int64_t j) { return e->lens[j]; }

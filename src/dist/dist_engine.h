@@ -55,6 +55,7 @@ int wq_engine_stage(const wq_engine *e);           /* this rank's stage */
 int64_t wq_engine_block_begin(const wq_engine *e, int stage);
 int64_t wq_engine_block_end(const wq_engine *e, int stage);
 wq_dist *wq_engine_stage_dist(wq_engine *e);       /* the ranks of this rank's stage */
+wq_dist *wq_engine_world(wq_engine *e);
 int64_t wq_engine_n_local(const wq_engine *e);     /* sequences held by this rank */
 int64_t wq_engine_local_seq(const wq_engine *e, int64_t k); /* global index of local sequence k */
 int64_t wq_engine_seq_len(const wq_engine *e, int64_t j);

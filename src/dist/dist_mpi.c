@@ -1,6 +1,8 @@
 /* dist_mpi.c: communicator lifetime, error agreement and thin collectives over MPI.
  * Layer: dist (the only layer, with io_hdf5's HDF5 driver, that sees MPI). */
 #include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +194,19 @@ wq_status wq_dist_recv(wq_dist *d, int src, int tag, void *buf, size_t n)
         n -= (size_t)c;
     } while (n > 0);
     return WQ_OK;
+}
+
+void wq_dist_fault_point(const wq_dist *d, const char *point, int64_t index)
+{
+    const char *p = getenv("WQ_FAULT_POINT"), *r = getenv("WQ_FAULT_RANK");
+    const char *i = getenv("WQ_FAULT_INDEX"), *sig = getenv("WQ_FAULT_SIGNAL");
+    if (!p || !r || strcmp(p, point) != 0 || atoi(r) != d->rank) return;
+    if (i && atoll(i) != index) return;
+    fprintf(stderr, "[wq r%d/%d] fault injection: dying at %s %lld\n", d->rank, d->size, point,
+            (long long)index);
+    fflush(stderr);
+    if (sig && atoi(sig) == 1) raise(SIGKILL);
+    _exit(3);
 }
 
 _Noreturn void wq_die(wq_dist *d, wq_status st)

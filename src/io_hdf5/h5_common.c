@@ -41,7 +41,8 @@ const char *wq__h5_scheme_name(const wq_h5_entry *e)
     const wq_qspec *s = &e->spec;
     if (s->dtype != WQ_QDTYPE_INT) return "table";
     if (!s->sym) return "asym";
-    if (s->full_range || s->bits == 1) return "sym_full"; /* kern_quant.h: 1-bit sym is full range */
+    if (s->full_range || s->bits == 1)
+        return "sym_full"; /* kern_quant.h: 1-bit sym is full range */
     if (strcmp(e->algorithm, "gptq") == 0) return "sym_gptq";
     return "sym";
 }
@@ -80,36 +81,60 @@ static hid_t float16_type(size_t epos, size_t esize, size_t msize, size_t ebias)
     return t;
 }
 
-hid_t wq__h5_type_f16(void) { return float16_type(10, 5, 10, 15); }
-hid_t wq__h5_type_bf16(void) { return float16_type(7, 8, 7, 127); }
+hid_t wq__h5_type_f16(void)
+{
+    return float16_type(10, 5, 10, 15);
+}
+hid_t wq__h5_type_bf16(void)
+{
+    return float16_type(7, 8, 7, 127);
+}
 
 hid_t wq__h5_file_type(wq_dtype t, hid_t f16, hid_t bf16)
 {
     switch (t) {
-    case WQ_DTYPE_F32: return H5T_IEEE_F32LE;
-    case WQ_DTYPE_F64: return H5T_IEEE_F64LE;
-    case WQ_DTYPE_F16: return f16;
-    case WQ_DTYPE_BF16: return bf16;
-    case WQ_DTYPE_I32: return H5T_STD_I32LE;
-    case WQ_DTYPE_I64: return H5T_STD_I64LE;
-    case WQ_DTYPE_U8: return H5T_STD_U8LE;
-    case WQ_DTYPE_I8: return H5T_STD_I8LE;
-    default: return H5I_INVALID_HID;
+    case WQ_DTYPE_F32:
+        return H5T_IEEE_F32LE;
+    case WQ_DTYPE_F64:
+        return H5T_IEEE_F64LE;
+    case WQ_DTYPE_F16:
+        return f16;
+    case WQ_DTYPE_BF16:
+        return bf16;
+    case WQ_DTYPE_I32:
+        return H5T_STD_I32LE;
+    case WQ_DTYPE_I64:
+        return H5T_STD_I64LE;
+    case WQ_DTYPE_U8:
+        return H5T_STD_U8LE;
+    case WQ_DTYPE_I8:
+        return H5T_STD_I8LE;
+    default:
+        return H5I_INVALID_HID;
     }
 }
 
 hid_t wq__h5_mem_type(wq_dtype t, hid_t f16, hid_t bf16)
 {
     switch (t) {
-    case WQ_DTYPE_F32: return H5T_NATIVE_FLOAT;
-    case WQ_DTYPE_F64: return H5T_NATIVE_DOUBLE;
-    case WQ_DTYPE_F16: return f16; /* little-endian host assumed (core_half.h) */
-    case WQ_DTYPE_BF16: return bf16;
-    case WQ_DTYPE_I32: return H5T_NATIVE_INT32;
-    case WQ_DTYPE_I64: return H5T_NATIVE_INT64;
-    case WQ_DTYPE_U8: return H5T_NATIVE_UINT8;
-    case WQ_DTYPE_I8: return H5T_NATIVE_INT8;
-    default: return H5I_INVALID_HID;
+    case WQ_DTYPE_F32:
+        return H5T_NATIVE_FLOAT;
+    case WQ_DTYPE_F64:
+        return H5T_NATIVE_DOUBLE;
+    case WQ_DTYPE_F16:
+        return f16; /* little-endian host assumed (core_half.h) */
+    case WQ_DTYPE_BF16:
+        return bf16;
+    case WQ_DTYPE_I32:
+        return H5T_NATIVE_INT32;
+    case WQ_DTYPE_I64:
+        return H5T_NATIVE_INT64;
+    case WQ_DTYPE_U8:
+        return H5T_NATIVE_UINT8;
+    case WQ_DTYPE_I8:
+        return H5T_NATIVE_INT8;
+    default:
+        return H5I_INVALID_HID;
     }
 }
 
@@ -186,4 +211,7 @@ void wq__h5_log_stack(void)
     if (wq_log_get_level() >= WQ_LOG_LVL_DEBUG) H5Eprint2(H5E_DEFAULT, stderr);
 }
 
-void wq__h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void wq__h5_quiet(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}

@@ -1,8 +1,9 @@
 /* h5_container.h: the wquant container: one parallel-HDF5 file holding every quantized linear
  * (packed codes, scales, zeros, g_idx, algorithm extras + attributes) and every unquantized tensor,
  * written collectively; the serial reader; and the INC-style qconfig.json written beside it.
- * The layout is specified, with its version (WQ_FORMAT_VERSION, wq_version.h), in docs/container.md.
- * Layer: io_hdf5 (the only layer that sees HDF5; hsize_t never crosses this header).
+ * The layout is specified, with its version (WQ_FORMAT_VERSION, wq_version.h), in
+ * docs/container.md. Layer: io_hdf5 (the only layer that sees HDF5; hsize_t never crosses this
+ * header).
  *
  * Errors: every function returns a wq_status and logs one message naming the file path and, for
  * data errors, the entry and dataset. HDF5's automatic error printing is switched off; at debug log
@@ -38,15 +39,15 @@ typedef struct {
 /* One container entry. The writer reads the fields marked (w); the reader fills every field.
  * Zero-initialise (calloc / {0}) and set what applies: new fields keep 0 as "absent". */
 typedef struct {
-    char name[256];         /* (w) qlinear: layer name "model.layers.0.self_attn.q_proj" (stored as
-                               /layers/<name>); raw: tensor name "model.norm.weight" (stored as
-                               /tensors/<name>). Exact, dots kept; no '/', not "." */
-    wq_h5_kind kind;        /* (w) */
-    int64_t rows, cols;     /* (w) qlinear: out, in features */
-    int ndim;               /* (w) raw: 0..4 (0 = scalar); qlinear: the reader sets 2 */
-    int64_t shape[4];       /* (w) raw: original tensor shape; qlinear: the reader sets {rows, cols} */
-    wq_dtype orig_dtype;    /* (w) dtype of the source tensor; raw tensors are stored in it */
-    wq_qspec spec;          /* (w) qlinear: the resolved spec (dtype, bits, sym, scale_dtype, ...) */
+    char name[256];      /* (w) qlinear: layer name "model.layers.0.self_attn.q_proj" (stored as
+                            /layers/<name>); raw: tensor name "model.norm.weight" (stored as
+                            /tensors/<name>). Exact, dots kept; no '/', not "." */
+    wq_h5_kind kind;     /* (w) */
+    int64_t rows, cols;  /* (w) qlinear: out, in features */
+    int ndim;            /* (w) raw: 0..4 (0 = scalar); qlinear: the reader sets 2 */
+    int64_t shape[4];    /* (w) raw: original tensor shape; qlinear: the reader sets {rows, cols} */
+    wq_dtype orig_dtype; /* (w) dtype of the source tensor; raw tensors are stored in it */
+    wq_qspec spec;       /* (w) qlinear: the resolved spec (dtype, bits, sym, scale_dtype, ...) */
     int64_t group_size_eff; /* (w) qlinear: effective group size, 1..cols */
     int has_gidx;           /* (w) qlinear: a g_idx dataset [cols] is stored (act_order) */
     char algorithm[16];     /* (w) qlinear: "rtn", "gptq", ... */
@@ -160,7 +161,8 @@ wq_status wq_h5_dataset_info(const wq_h5_reader *r, const wq_h5_entry *e, const 
 
 /* Reads and unpacks a qlinear into *out (allocated here; free with wq_qmatrix_free; zeroed on
  * error): codes [rows][cols], scales [rows][ngroups] (f16-stored scales widened exactly), zeros
- * (int), g_idx (when stored). WQ_ERR_ARG (not a qlinear), WQ_ERR_FORMAT, WQ_ERR_IO, WQ_ERR_NOMEM. */
+ * (int), g_idx (when stored). WQ_ERR_ARG (not a qlinear), WQ_ERR_FORMAT, WQ_ERR_IO, WQ_ERR_NOMEM.
+ */
 wq_status wq_h5_read_qmatrix(const wq_h5_reader *r, const wq_h5_entry *e, wq_qmatrix *out);
 /* Dequantizes a qlinear into W[rows][cols] (caller-sized), as wq_kern_dequant_matrix. */
 wq_status wq_h5_dequant(const wq_h5_reader *r, const wq_h5_entry *e, float *W);

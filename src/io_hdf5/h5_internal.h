@@ -27,12 +27,12 @@ extern const char *const wq__h5_slot_names[4]; /* "qweight", "qzeros", "scales",
 
 /* Shapes of the packed datasets of a qlinear (docs/container.md "Quantized linear"). */
 typedef struct {
-    int npw;              /* codes per int32 word, floor(32 / bits) */
-    int native;           /* 1: INC native layout (nf4/fp4), no qzeros */
-    int64_t ngroups;      /* ceil(cols / group_size_eff) */
-    int64_t qweight[2];   /* optimum [ceil(cols/npw), rows]; native [rows, ceil(cols/npw)] */
-    int64_t qzeros[2];    /* [ngroups, ceil(rows/npw)] (int only) */
-    int64_t scales[2];    /* [ngroups, rows] */
+    int npw;            /* codes per int32 word, floor(32 / bits) */
+    int native;         /* 1: INC native layout (nf4/fp4), no qzeros */
+    int64_t ngroups;    /* ceil(cols / group_size_eff) */
+    int64_t qweight[2]; /* optimum [ceil(cols/npw), rows]; native [rows, ceil(cols/npw)] */
+    int64_t qzeros[2];  /* [ngroups, ceil(rows/npw)] (int only) */
+    int64_t scales[2];  /* [ngroups, rows] */
 } wq__h5_shapes;
 
 /* Requires a validated qlinear entry (bits 1..8, group_size_eff >= 1). */
@@ -68,7 +68,8 @@ char *wq__h5_attr_read_str(hid_t obj, const char *name);
 
 /* At debug log level prints HDF5's error stack of the last failed call to stderr. */
 void wq__h5_log_stack(void);
-/* Switches HDF5's automatic error printing off (idempotent; the I/O layer logs its own messages). */
+/* Switches HDF5's automatic error printing off (idempotent; the I/O layer logs its own messages).
+ */
 void wq__h5_quiet(void);
 
 #endif /* WQ_H5_INTERNAL_H */

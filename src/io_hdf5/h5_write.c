@@ -32,11 +32,12 @@ struct wq_h5_file {
     char path[4096], tmp[4104];
     wq_h5_entry *entries; /* copy of the declarations */
     int64_t n;
-    hid_t *ds;            /* [n][WQ__H5_SLOTS]; H5I_INVALID_HID where the entry has no such dataset */
-    int64_t *written;     /* [n][WCOLS], this rank's writes */
+    hid_t *ds;        /* [n][WQ__H5_SLOTS]; H5I_INVALID_HID where the entry has no such dataset */
+    int64_t *written; /* [n][WCOLS], this rank's writes */
 };
 
-/* ---- declaration checks ----------------------------------------------------------------------- */
+/* ---- declaration checks -----------------------------------------------------------------------
+ */
 
 static int name_ok(const char *s, size_t cap)
 {
@@ -48,8 +49,9 @@ static int name_ok(const char *s, size_t cap)
 static wq_status validate_entry(const wq_h5_entry *e, int64_t i)
 {
     if (!name_ok(e->name, sizeof e->name)) {
-        WQ_LOG_ERROR("container entry %lld: invalid name '%.*s' (1..255 characters, no '/', not '.')",
-                     (long long)i, (int)strnlen(e->name, sizeof e->name), e->name);
+        WQ_LOG_ERROR(
+            "container entry %lld: invalid name '%.*s' (1..255 characters, no '/', not '.')",
+            (long long)i, (int)strnlen(e->name, sizeof e->name), e->name);
         return WQ_ERR_ARG;
     }
 #define BAD(...)                                                                                   \
@@ -84,7 +86,8 @@ static wq_status validate_entry(const wq_h5_entry *e, int64_t i)
         BAD("dtype %s cannot be packed (keep it as a raw tensor)", wq_qdtype_name(s->dtype));
     }
     if (e->group_size_eff < 1 || e->group_size_eff > e->cols)
-        BAD("group_size_eff %lld outside 1..%lld", (long long)e->group_size_eff, (long long)e->cols);
+        BAD("group_size_eff %lld outside 1..%lld", (long long)e->group_size_eff,
+            (long long)e->cols);
     if (s->scale_dtype != WQ_SCALE_F32 && s->scale_dtype != WQ_SCALE_F16)
         BAD("invalid scale_dtype %d", (int)s->scale_dtype);
     if (e->has_gidx != 0 && e->has_gidx != 1) BAD("has_gidx must be 0 or 1");
@@ -96,7 +99,8 @@ static wq_status validate_entry(const wq_h5_entry *e, int64_t i)
         const wq_h5_extra *x = &e->extra[k];
         if (!wq__h5_valid_extra_name(x->name))
             BAD("extra %d: invalid name (1..31 of [A-Za-z0-9_.-], not a packed dataset's name)", k);
-        if (x->len < 1 || x->len > (1LL << 31)) BAD("extra '%s': length %lld", x->name, (long long)x->len);
+        if (x->len < 1 || x->len > (1LL << 31))
+            BAD("extra '%s': length %lld", x->name, (long long)x->len);
         for (int j = 0; j < k; j++)
             if (strcmp(e->extra[j].name, x->name) == 0) BAD("extra '%s' declared twice", x->name);
     }
@@ -116,11 +120,13 @@ static wq_status validate_entries(const wq_h5_entry *entries, int64_t n)
         WQ_LOG_ERROR("wq_h5_create: %lld entries%s", (long long)n, n > 0 ? " but no array" : "");
         return WQ_ERR_ARG;
     }
-    for (int64_t i = 0; i < n; i++) WQ_TRY(validate_entry(&entries[i], i));
+    for (int64_t i = 0; i < n; i++)
+        WQ_TRY(validate_entry(&entries[i], i));
     if (n < 2) return WQ_OK;
     const char **names = wq_malloc((size_t)n * sizeof *names);
     if (!names) return WQ_ERR_NOMEM;
-    for (int64_t i = 0; i < n; i++) names[i] = entries[i].name;
+    for (int64_t i = 0; i < n; i++)
+        names[i] = entries[i].name;
     qsort(names, (size_t)n, sizeof *names, cmp_names);
     wq_status st = WQ_OK;
     for (int64_t i = 1; i < n && st == WQ_OK; i++)
@@ -139,9 +145,13 @@ typedef struct {
 static void fnv_bytes(fnv *f, const void *p, size_t n)
 {
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) f->h = (f->h ^ b[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++)
+        f->h = (f->h ^ b[i]) * 1099511628211ULL;
 }
-static void fnv_i64(fnv *f, int64_t v) { fnv_bytes(f, &v, sizeof v); }
+static void fnv_i64(fnv *f, int64_t v)
+{
+    fnv_bytes(f, &v, sizeof v);
+}
 static void fnv_str(fnv *f, const char *s, size_t cap)
 {
     size_t len = s ? strnlen(s, cap) : 0;
@@ -164,16 +174,19 @@ static uint64_t declaration_hash(const char *path, const wq_h5_entry *entries, i
         fnv_i64(&f, e->orig_dtype);
         if (e->kind == WQ_H5_RAW) {
             fnv_i64(&f, e->ndim);
-            for (int k = 0; k < e->ndim && k < 4; k++) fnv_i64(&f, e->shape[k]);
+            for (int k = 0; k < e->ndim && k < 4; k++)
+                fnv_i64(&f, e->shape[k]);
             fnv_i64(&f, e->linear);
             continue;
         }
         const wq_qspec *s = &e->spec;
-        int64_t v[] = {e->rows, e->cols, e->group_size_eff, e->has_gidx, s->dtype, s->bits,
-                       s->group_size, s->sym, s->full_range, s->mse_search, s->group_dim,
-                       s->double_quant, s->dq_dtype, s->dq_bits, s->dq_sym, s->dq_group_size,
+        int64_t v[] = {e->rows,        e->cols,       e->group_size_eff, e->has_gidx,
+                       s->dtype,       s->bits,       s->group_size,     s->sym,
+                       s->full_range,  s->mse_search, s->group_dim,      s->double_quant,
+                       s->dq_dtype,    s->dq_bits,    s->dq_sym,         s->dq_group_size,
                        s->scale_dtype, e->n_extra};
-        for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) fnv_i64(&f, v[k]);
+        for (size_t k = 0; k < sizeof v / sizeof v[0]; k++)
+            fnv_i64(&f, v[k]);
         fnv_str(&f, e->algorithm, sizeof e->algorithm);
         for (int k = 0; k < e->n_extra && k < WQ_H5_MAX_EXTRA; k++) {
             fnv_str(&f, e->extra[k].name, sizeof e->extra[k].name);
@@ -221,13 +234,14 @@ static wq_status check_destination(const char *path, const char *tmp)
     return WQ_OK;
 }
 
-/* ---- object creation (collective) ------------------------------------------------------------- */
+/* ---- object creation (collective) -------------------------------------------------------------
+ */
 
-static hid_t dataset_create(hid_t loc, const char *name, hid_t type, int ndim,
-                            const int64_t *dims)
+static hid_t dataset_create(hid_t loc, const char *name, hid_t type, int ndim, const int64_t *dims)
 {
     hsize_t hd[4] = {0};
-    for (int i = 0; i < ndim; i++) hd[i] = (hsize_t)dims[i];
+    for (int i = 0; i < ndim; i++)
+        hd[i] = (hsize_t)dims[i];
     hid_t sp = ndim ? H5Screate_simple(ndim, hd, NULL) : H5Screate(H5S_SCALAR);
     hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
     hid_t ds = H5I_INVALID_HID;
@@ -270,7 +284,8 @@ static int qlinear_attrs(hid_t g, const wq_h5_entry *e, int64_t i, int native)
            wq__h5_attr_write_i64(g, "in_features", e->cols) &&
            wq__h5_attr_write_i64(g, "out_features", e->rows) &&
            wq__h5_attr_write_str(g, "orig_dtype", wq_dtype_name(e->orig_dtype)) &&
-           wq__h5_attr_write_str(g, "scale_dtype", s->scale_dtype == WQ_SCALE_F16 ? "F16" : "F32") &&
+           wq__h5_attr_write_str(g, "scale_dtype",
+                                 s->scale_dtype == WQ_SCALE_F16 ? "F16" : "F32") &&
            wq__h5_attr_write_i64(g, "mse_search", s->mse_search) &&
            wq__h5_attr_write_i64(g, "group_dim", s->group_dim) &&
            wq__h5_attr_write_i64(g, "double_quant", s->double_quant) &&
@@ -288,8 +303,8 @@ static int create_entry(wq_h5_file *f, int64_t i)
     char p[300];
     wq__h5_entry_path(e, p, sizeof p);
     if (e->kind == WQ_H5_RAW) {
-        ds[0] = dataset_create(f->file, p,
-                               wq__h5_file_type(e->orig_dtype, f->t_f16, f->t_bf16), e->ndim, e->shape);
+        ds[0] = dataset_create(f->file, p, wq__h5_file_type(e->orig_dtype, f->t_f16, f->t_bf16),
+                               e->ndim, e->shape);
         return ds[0] >= 0 && wq__h5_attr_write_i64(ds[0], "index", i) &&
                wq__h5_attr_write_str(ds[0], "dtype", wq_dtype_name(e->orig_dtype)) &&
                wq__h5_attr_write_i64(ds[0], "linear", e->linear != 0);
@@ -307,8 +322,8 @@ static int create_entry(wq_h5_file *f, int64_t i)
     if (ok && e->has_gidx)
         ok = (ds[WQ__H5_GIDX] = dataset_create(g, "g_idx", H5T_STD_I32LE, 1, &e->cols)) >= 0;
     for (int k = 0; ok && k < e->n_extra; k++)
-        ok = (ds[WQ__H5_EXTRA0 + k] = dataset_create(g, e->extra[k].name, H5T_IEEE_F32LE, 1,
-                                                     &e->extra[k].len)) >= 0;
+        ok = (ds[WQ__H5_EXTRA0 + k] =
+                  dataset_create(g, e->extra[k].name, H5T_IEEE_F32LE, 1, &e->extra[k].len)) >= 0;
     ok = ok && qlinear_attrs(g, e, i, s.native);
     H5Gclose(g);
     return ok;
@@ -345,7 +360,8 @@ static wq_status create_objects(wq_h5_file *f, const char *src, const char *wqc)
     if (g1 >= 0) H5Gclose(g1);
     if (g2 >= 0) H5Gclose(g2);
     if (!ok) {
-        WQ_LOG_ERROR("'%s': cannot create the groups %s and %s", f->path, WQ__H5_LAYERS, WQ__H5_TENSORS);
+        WQ_LOG_ERROR("'%s': cannot create the groups %s and %s", f->path, WQ__H5_LAYERS,
+                     WQ__H5_TENSORS);
         return WQ_ERR_IO;
     }
     for (int64_t i = 0; i < f->n; i++)
@@ -401,7 +417,8 @@ static wq_status file_alloc(wq_dist *d, const char *path, const wq_h5_entry *ent
         return WQ_ERR_NOMEM;
     }
     if (n) memcpy(f->entries, entries, (size_t)n * sizeof *entries);
-    for (size_t i = 0; i < cnt * WQ__H5_SLOTS; i++) f->ds[i] = H5I_INVALID_HID;
+    for (size_t i = 0; i < cnt * WQ__H5_SLOTS; i++)
+        f->ds[i] = H5I_INVALID_HID;
     *out = f;
     return WQ_OK;
 }
@@ -428,9 +445,9 @@ wq_status wq_h5_create(wq_dist *d, const char *path, const wq_h5_entry *entries,
     }
     if (st == WQ_OK) st = validate_entries(entries, n);
     /* every rank must issue identical metadata calls: compare the declarations with rank 0's */
-    uint64_t h = st == WQ_OK ? declaration_hash(path, entries, n, source_config_json,
-                                                wquant_config_json)
-                             : 0,
+    uint64_t h = st == WQ_OK
+                     ? declaration_hash(path, entries, n, source_config_json, wquant_config_json)
+                     : 0,
              h0 = h;
     wq_status bs = wq_dist_bcast(d, 0, &h0, sizeof h0);
     if (st == WQ_OK && bs != WQ_OK) st = bs;
@@ -472,7 +489,8 @@ wq_status wq_h5_create(wq_dist *d, const char *path, const wq_h5_entry *entries,
         st = WQ_ERR_IO;
     }
     st = wq_dist_agree(d, st);
-    if (st == WQ_OK) st = wq_dist_agree(d, create_objects(f, source_config_json, wquant_config_json));
+    if (st == WQ_OK)
+        st = wq_dist_agree(d, create_objects(f, source_config_json, wquant_config_json));
     if (st != WQ_OK) {
         abandon(f);
         return st;
@@ -481,7 +499,8 @@ wq_status wq_h5_create(wq_dist *d, const char *path, const wq_h5_entry *entries,
     return WQ_OK;
 }
 
-/* ---- independent data writes ------------------------------------------------------------------ */
+/* ---- independent data writes ------------------------------------------------------------------
+ */
 
 /* Writes a block [start, start + count) of slot `slot` of entry idx (start NULL: the whole
  * dataset). */
@@ -495,7 +514,8 @@ static wq_status write_block(wq_h5_file *f, int64_t idx, int slot, hid_t mtype, 
         rc = H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
     } else {
         hsize_t st[4], ct[4];
-        for (int k = 0; k < ndim; k++) st[k] = (hsize_t)start[k], ct[k] = (hsize_t)count[k];
+        for (int k = 0; k < ndim; k++)
+            st[k] = (hsize_t)start[k], ct[k] = (hsize_t)count[k];
         fs = H5Dget_space(ds);
         ms = H5Screate_simple(ndim, ct, NULL);
         if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, ct, NULL) >= 0)
@@ -508,7 +528,7 @@ static wq_status write_block(wq_h5_file *f, int64_t idx, int slot, hid_t mtype, 
         const wq_h5_entry *e = &f->entries[idx];
         char p[300];
         wq__h5_entry_path(e, p, sizeof p);
-        const char *sn = e->kind == WQ_H5_RAW ? ""
+        const char *sn = e->kind == WQ_H5_RAW   ? ""
                          : slot < WQ__H5_EXTRA0 ? wq__h5_slot_names[slot]
                                                 : e->extra[slot - WQ__H5_EXTRA0].name;
         WQ_LOG_ERROR("'%s': writing dataset '%s%s%s' failed", f->tmp, p, sn[0] ? "/" : "", sn);
@@ -547,7 +567,8 @@ static wq_status check_block(const wq_h5_file *f, const wq_h5_entry *e, int64_t 
         return code;                                                                               \
     } while (0)
     const int is_int = e->spec.dtype == WQ_QDTYPE_INT;
-    if (!m || !m->codes || !m->scales || (is_int && !m->zeros)) BAD(WQ_ERR_ARG, "matrix has no data");
+    if (!m || !m->codes || !m->scales || (is_int && !m->zeros))
+        BAD(WQ_ERR_ARG, "matrix has no data");
     if (m->cols != e->cols || m->rows < 1 || row0 < 0 || row0 + m->rows > e->rows)
         BAD(WQ_ERR_ARG, "block of %lld x %lld at row %lld does not fit the declared %lld x %lld",
             (long long)m->rows, (long long)m->cols, (long long)row0, (long long)e->rows,
@@ -557,13 +578,15 @@ static wq_status check_block(const wq_h5_file *f, const wq_h5_entry *e, int64_t 
             (long long)m->group_size, (long long)m->ngroups, (long long)e->group_size_eff,
             (long long)s->ngroups);
     if (m->dtype != e->spec.dtype || m->bits != e->spec.bits)
-        BAD(WQ_ERR_ARG, "matrix is %s %d-bit, declared %s %d-bit", wq_qdtype_name(m->dtype), m->bits,
-            wq_qdtype_name(e->spec.dtype), e->spec.bits);
-    if (e->has_gidx && row0 == 0 && !m->g_idx) BAD(WQ_ERR_ARG, "declared with g_idx, matrix has none");
+        BAD(WQ_ERR_ARG, "matrix is %s %d-bit, declared %s %d-bit", wq_qdtype_name(m->dtype),
+            m->bits, wq_qdtype_name(e->spec.dtype), e->spec.bits);
+    if (e->has_gidx && row0 == 0 && !m->g_idx)
+        BAD(WQ_ERR_ARG, "declared with g_idx, matrix has none");
     if (!e->has_gidx && m->g_idx)
         BAD(WQ_ERR_ARG, "matrix has a g_idx but the layer was declared without one");
     if (is_int && (row0 % s->npw != 0 || (m->rows % s->npw != 0 && row0 + m->rows != e->rows)))
-        BAD(WQ_ERR_ARG, "row block [%lld, %lld) is not aligned to %d rows (qzeros packs along rows)",
+        BAD(WQ_ERR_ARG,
+            "row block [%lld, %lld) is not aligned to %d rows (qzeros packs along rows)",
             (long long)row0, (long long)(row0 + m->rows), s->npw);
     const int64_t n = m->rows * m->cols, nz = m->rows * s->ngroups;
     const unsigned maxc = (1u << e->spec.bits) - 1u;
@@ -582,7 +605,8 @@ static wq_status check_block(const wq_h5_file *f, const wq_h5_entry *e, int64_t 
             float z = m->zeros[i];
             if (!(z >= 0.0f && z <= (float)maxc) || z != nearbyintf(z))
                 BAD(WQ_ERR_ARG, "zero point %g of row %lld group %lld is not an integer in 0..%u",
-                    (double)z, (long long)(row0 + i / s->ngroups), (long long)(i % s->ngroups), maxc);
+                    (double)z, (long long)(row0 + i / s->ngroups), (long long)(i % s->ngroups),
+                    maxc);
         }
     }
     if (row0 == 0 && m->g_idx)
@@ -616,15 +640,17 @@ wq_status wq_h5_write_qlinear_rows(wq_h5_file *f, int64_t idx, int64_t row0, con
     if (s.native) {
         wq_kern_pack_qweight_native(m->codes, rows, e->cols, bits, buf);
         const int64_t start[2] = {row0, 0}, count[2] = {rows, words_in};
-        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QWEIGHT, H5T_NATIVE_INT32, 2, start, count, buf), st, done);
+        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QWEIGHT, H5T_NATIVE_INT32, 2, start, count, buf), st,
+                    done);
     } else {
         wq_kern_pack_qweight_optimum(m->codes, rows, e->cols, bits, buf);
         const int64_t start[2] = {0, row0}, count[2] = {words_in, rows};
-        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QWEIGHT, H5T_NATIVE_INT32, 2, start, count, buf), st, done);
+        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QWEIGHT, H5T_NATIVE_INT32, 2, start, count, buf), st,
+                    done);
         wq_kern_pack_qzeros_optimum(m->zeros, rows, ng, bits, buf);
         const int64_t zstart[2] = {0, row0 / s.npw}, zcount[2] = {ng, words_rows};
-        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QZEROS, H5T_NATIVE_INT32, 2, zstart, zcount, buf), st,
-                    done);
+        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_QZEROS, H5T_NATIVE_INT32, 2, zstart, zcount, buf),
+                    st, done);
     }
     /* scales [ngroups][rows] (transposed from the matrix's [rows][ngroups]) */
     for (int64_t o = 0; o < rows; o++)
@@ -642,7 +668,8 @@ wq_status wq_h5_write_qlinear_rows(wq_h5_file *f, int64_t idx, int64_t row0, con
                     st, done);
     }
     if (e->has_gidx && row0 == 0)
-        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_GIDX, H5T_NATIVE_INT32, 1, NULL, NULL, m->g_idx), st, done);
+        WQ_TRY_GOTO(write_block(f, idx, WQ__H5_GIDX, H5T_NATIVE_INT32, 1, NULL, NULL, m->g_idx), st,
+                    done);
     f->written[idx * WCOLS] += rows;
 done:
     wq_free(buf);
@@ -654,7 +681,8 @@ wq_status wq_h5_write_qlinear(wq_h5_file *f, int64_t idx, const wq_qmatrix *m)
     if (f && idx >= 0 && idx < f->n && m && m->rows != f->entries[idx].rows) {
         WQ_LOG_ERROR("'%s': layer '%s': matrix has %lld rows, declared %lld (use "
                      "wq_h5_write_qlinear_rows for a block)",
-                     f->path, f->entries[idx].name, (long long)m->rows, (long long)f->entries[idx].rows);
+                     f->path, f->entries[idx].name, (long long)m->rows,
+                     (long long)f->entries[idx].rows);
         return WQ_ERR_ARG;
     }
     return wq_h5_write_qlinear_rows(f, idx, 0, m);
@@ -665,7 +693,8 @@ wq_status wq_h5_write_raw(wq_h5_file *f, int64_t idx, const void *data)
     const wq_h5_entry *e = NULL;
     WQ_TRY(entry_of(f, idx, WQ_H5_RAW, "wq_h5_write_raw", &e));
     int64_t numel = 1;
-    for (int k = 0; k < e->ndim; k++) numel *= e->shape[k];
+    for (int k = 0; k < e->ndim; k++)
+        numel *= e->shape[k];
     if (numel > 0) {
         if (!data) {
             WQ_LOG_ERROR("'%s': tensor '%s': no data", f->path, e->name);
@@ -683,9 +712,11 @@ wq_status wq_h5_write_extra(wq_h5_file *f, int64_t idx, const char *name, const 
     const wq_h5_entry *e = NULL;
     WQ_TRY(entry_of(f, idx, WQ_H5_QLINEAR, "wq_h5_write_extra", &e));
     int k = 0;
-    while (k < e->n_extra && strcmp(e->extra[k].name, name ? name : "") != 0) k++;
+    while (k < e->n_extra && strcmp(e->extra[k].name, name ? name : "") != 0)
+        k++;
     if (k == e->n_extra || !data) {
-        WQ_LOG_ERROR("'%s': layer '%s' has no declared extra '%s'", f->path, e->name, name ? name : "");
+        WQ_LOG_ERROR("'%s': layer '%s' has no declared extra '%s'", f->path, e->name,
+                     name ? name : "");
         return WQ_ERR_ARG;
     }
     for (int64_t i = 0; i < e->extra[k].len; i++)
@@ -699,7 +730,8 @@ wq_status wq_h5_write_extra(wq_h5_file *f, int64_t idx, const char *name, const 
     return WQ_OK;
 }
 
-/* ---- finish (collective) ---------------------------------------------------------------------- */
+/* ---- finish (collective) ----------------------------------------------------------------------
+ */
 
 /* Sums the write counters over the ranks; every rank reaches the same verdict (rank 0 logs it). */
 static wq_status check_written(wq_h5_file *f)
@@ -712,18 +744,22 @@ static wq_status check_written(wq_h5_file *f)
         const int64_t *w = &f->written[i * WCOLS];
         const int64_t want = e->kind == WQ_H5_QLINEAR ? e->rows : 1;
         if (w[0] != want) {
-            if (loud)
-                WQ_LOG_ERROR("'%s': %s '%s' was %s (%lld %s written over all ranks, expected %lld)",
-                             f->path, e->kind == WQ_H5_QLINEAR ? "layer" : "tensor", e->name,
-                             w[0] == 0 ? "never written" : "not written exactly once", (long long)w[0],
-                             e->kind == WQ_H5_QLINEAR ? "rows" : "writes", (long long)want);
+            if (loud && e->kind == WQ_H5_QLINEAR)
+                WQ_LOG_ERROR("'%s': layer '%s': %lld row writes over all ranks for its %lld rows "
+                             "(every row must be written exactly once)",
+                             f->path, e->name, (long long)w[0], (long long)want);
+            else if (loud)
+                WQ_LOG_ERROR(
+                    "'%s': tensor '%s' was written %lld times over all ranks (expected once)",
+                    f->path, e->name, (long long)w[0]);
             return WQ_ERR_ARG;
         }
         for (int k = 0; k < e->n_extra; k++)
             if (w[1 + k] != 1) {
                 if (loud)
-                    WQ_LOG_ERROR("'%s': extra '%s' of layer '%s' was written %lld times, expected once",
-                                 f->path, e->extra[k].name, e->name, (long long)w[1 + k]);
+                    WQ_LOG_ERROR(
+                        "'%s': extra '%s' of layer '%s' was written %lld times, expected once",
+                        f->path, e->extra[k].name, e->name, (long long)w[1 + k]);
                 return WQ_ERR_ARG;
             }
     }

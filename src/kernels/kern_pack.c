@@ -50,7 +50,8 @@ static inline uint32_t pack_generic(const uint8_t *c, int cnt, int bits)
 {
     const uint32_t mask = (1u << bits) - 1u;
     uint32_t w = 0;
-    for (int e = 0; e < cnt; e++) w |= ((uint32_t)c[e] & mask) << (bits * e);
+    for (int e = 0; e < cnt; e++)
+        w |= ((uint32_t)c[e] & mask) << (bits * e);
     return w;
 }
 
@@ -100,10 +101,12 @@ static inline void unpack_word(uint32_t w, int cnt, int bits, uint8_t *c)
         memcpy(c, &x, sizeof x);
         return;
     }
-    for (int e = 0; e < cnt; e++) c[e] = (uint8_t)((w >> (bits * e)) & mask);
+    for (int e = 0; e < cnt; e++)
+        c[e] = (uint8_t)((w >> (bits * e)) & mask);
 }
 
-/* ---- optimum (GPTQ) layout: qweight[ceil(cols/npw)][ld], word [j][o] from row o ---------------- */
+/* ---- optimum (GPTQ) layout: qweight[ceil(cols/npw)][ld], word [j][o] from row o ----------------
+ */
 
 void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
                                      int64_t ld, int32_t *qweight)
@@ -116,8 +119,7 @@ void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t
         int64_t j0 = 0; /* words [0, j0) of rows [o0, o1) already written by the SIMD path */
 #if WQ_KERN_HAVE_SSE2
         if (bits == 4 && o1 - o0 == TILE) {
-            for (int64_t o = o0; o < o1; o += 4)
-                wq__kern_pack4_optimum_rows4_sse2(codes + o * cols, cols, ld, qweight + o);
+            wq__kern_pack4_optimum_rows16_sse2(codes + o0 * cols, cols, ld, qweight + o0);
             j0 = cols / 32 * 4;
         }
 #endif
@@ -153,7 +155,7 @@ void wq_kern_unpack_qweight_optimum(const int32_t *qweight, int64_t rows, int64_
     }
 }
 
-/* ---- optimum qzeros: qzeros[ngroups][ceil(rows/npw)], packed along rows, stored zp - 1 ----------- */
+// ---- optimum qzeros: qzeros[ngroups][ceil(rows/npw)], packed along rows, stored zp - 1 ----------
 
 void wq_kern_pack_qzeros_optimum(const float *zeros, int64_t rows, int64_t ngroups, int bits,
                                  int32_t *qzeros)
@@ -195,7 +197,8 @@ void wq_kern_unpack_qzeros_optimum(const int32_t *qzeros, int64_t rows, int64_t 
     }
 }
 
-/* ---- INC native layout (compression_dim 1): qweight[rows][ceil(cols/npw)] ---------------------- */
+/* ---- INC native layout (compression_dim 1): qweight[rows][ceil(cols/npw)] ----------------------
+ */
 
 void wq_kern_pack_qweight_native(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
                                  int32_t *qweight)

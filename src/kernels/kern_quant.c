@@ -10,9 +10,11 @@
 
 #include "kernels/kern_vec.h"
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Parameters                                                                                        */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Parameters */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 wq_int_scheme wq_kern_int_scheme_rtn(const wq_qspec *spec)
 {
@@ -20,14 +22,15 @@ wq_int_scheme wq_kern_int_scheme_rtn(const wq_qspec *spec)
     return spec->full_range ? WQ_SCHEME_SYM_FULL : WQ_SCHEME_SYM;
 }
 
-/* (scale, zero) from the group's min mn and max mx; float32 in INC's evaluation order. Shared by the
- * fast and reference paths: the min/max of a set is order independent (up to the sign of a zero,
- * which every branch below canonicalizes through comparisons with 0 or fabsf). */
+/* (scale, zero) from the group's min mn and max mx; float32 in INC's evaluation order. Shared by
+ * the fast and reference paths: the min/max of a set is order independent (up to the sign of a
+ * zero, which every branch below canonicalizes through comparisons with 0 or fabsf). */
 static void params_from_minmax(float mn, float mx, int bits, wq_int_scheme scheme, float q,
                                float *scale, float *zero)
 {
     const float half = (float)(1 << (bits - 1)); /* 2^(b-1): symmetric zero point */
-    if (scheme != WQ_SCHEME_ASYM && bits == 1) scheme = WQ_SCHEME_SYM_FULL; /* 1-bit rule (header) */
+    if (scheme != WQ_SCHEME_ASYM && bits == 1)
+        scheme = WQ_SCHEME_SYM_FULL; /* 1-bit rule (header) */
 
     switch (scheme) {
     case WQ_SCHEME_ASYM: {
@@ -90,7 +93,10 @@ static inline int32_t ord32(float f)
     int32_t i = (int32_t)kv_f2u(f);
     return i ^ ((i >> 31) & 0x7fffffff);
 }
-static inline float unord32(int32_t i) { return kv_u2f((uint32_t)(i ^ ((i >> 31) & 0x7fffffff))); }
+static inline float unord32(int32_t i)
+{
+    return kv_u2f((uint32_t)(i ^ ((i >> 31) & 0x7fffffff)));
+}
 
 void wq__kern_minmax_f32_generic(const float *x, int64_t n, float *mn, float *mx)
 {
@@ -147,9 +153,11 @@ void wq_kern_params_int_ref(const float *x, int64_t n, int bits, wq_int_scheme s
     params_from_minmax(mn, mx, bits, scheme, quantile, scale, zero);
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Codes                                                                                             */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Codes */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 /* Portable code loop. c = (y + M) - (M - zero) = rne(y) + zero exactly for |y| < 2^22 (both
  * operands are integers below 2^24). For |y| >= 2^22 the result keeps y's sign and magnitude
@@ -210,20 +218,30 @@ void wq_kern_quant_int_ref(const float *x, int64_t n, int bits, float scale, flo
 void wq_kern_dequant_int(const uint8_t *restrict codes, int64_t n, float scale, float zero,
                          float *restrict y)
 {
-    for (int64_t i = 0; i < n; i++) y[i] = ((float)codes[i] - zero) * scale;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = ((float)codes[i] - zero) * scale;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Rows, vectors, matrices                                                                           */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Rows, vectors, matrices */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, wq_int_scheme scheme,
                            float quantile, uint8_t *codes, float *scales, float *zeros)
 {
-    WQ_KERN_ASSERT(gs >= 1 && gs <= cols);
-    for (int64_t g = 0, off = 0; off < cols; g++, off += gs) {
-        int64_t n = cols - off < gs ? cols - off : gs;
-        wq_kern_params_int(x + off, n, bits, scheme, quantile, &scales[g], &zeros[g]);
+    WQ_KERN_ASSERT(gs >= 1 && gs <= cols && bits >= 1 && bits <= 8);
+    /* Three passes (see wq_kern_quant_row_int_bf16): extremes, parameters, codes. */
+    const int64_t ng = (cols + gs - 1) / gs;
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
+        minmax_f32(x + off, n, &scales[g], &zeros[g]);
+    }
+    for (int64_t g = 0; g < ng; g++)
+        params_from_minmax(scales[g], zeros[g], bits, scheme, quantile, &scales[g], &zeros[g]);
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
         wq_kern_quant_int(x + off, n, bits, scales[g], zeros[g], codes + off);
     }
 }
@@ -233,16 +251,25 @@ void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int
                                 float *zeros)
 {
     WQ_KERN_ASSERT(gs >= 1 && gs <= cols && bits >= 1 && bits <= 8);
-    for (int64_t g = 0, off = 0; off < cols; g++, off += gs) {
-        const int64_t n = cols - off < gs ? cols - off : gs;
-        float mn, mx;
+    /* Three passes over the row (it stays in L1): all group extremes, then all parameters (their
+     * divisions are independent and pipeline), then all codes. scales/zeros hold min/max between
+     * the first two passes. */
+    const int64_t ng = (cols + gs - 1) / gs;
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
 #if WQ_KERN_HAVE_SSE2
-        wq__kern_minmax_bf16_sse2(x + off, n, &mn, &mx);
-        params_from_minmax(mn, mx, bits, scheme, quantile, &scales[g], &zeros[g]);
+        wq__kern_minmax_bf16_sse2(x + off, n, &scales[g], &zeros[g]);
+#else
+        wq__kern_minmax_bf16_generic(x + off, n, &scales[g], &zeros[g]);
+#endif
+    }
+    for (int64_t g = 0; g < ng; g++)
+        params_from_minmax(scales[g], zeros[g], bits, scheme, quantile, &scales[g], &zeros[g]);
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
+#if WQ_KERN_HAVE_SSE2
         wq__kern_quant_bf16_sse2(x + off, n, bits, scales[g], zeros[g], codes + off);
 #else
-        wq__kern_minmax_bf16_generic(x + off, n, &mn, &mx);
-        params_from_minmax(mn, mx, bits, scheme, quantile, &scales[g], &zeros[g]);
         wq__kern_quant_bf16_generic(x + off, n, bits, scales[g], zeros[g], codes + off);
 #endif
     }
@@ -311,7 +338,8 @@ static void quant_matrix(const float *W, const wq_qspec *spec, float quantile, w
         if (m->dtype != WQ_QDTYPE_INT)
             quant_row_f4(x, cols, gs, m->dtype, quantile, c, s, ref);
         else if (ref)
-            wq_kern_quant_row_int_ref(x, cols, gs, m->bits, scheme, quantile, c, s, m->zeros + r * ng);
+            wq_kern_quant_row_int_ref(x, cols, gs, m->bits, scheme, quantile, c, s,
+                                      m->zeros + r * ng);
         else
             wq_kern_quant_row_int(x, cols, gs, m->bits, scheme, quantile, c, s, m->zeros + r * ng);
     }
@@ -365,9 +393,11 @@ void wq_kern_dequant_matrix(const wq_qmatrix *m, float *W)
     }
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Utilities                                                                                         */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Utilities */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 int64_t wq_kern_find_nonfinite(const float *x, int64_t n)
 {
@@ -376,7 +406,8 @@ int64_t wq_kern_find_nonfinite(const float *x, int64_t n)
     /* Block screen: exponent all ones <=> NaN or Inf. OR of 0/1 flags vectorizes. */
     for (; i + BLK <= n; i += BLK) {
         uint32_t bad = 0;
-        for (int k = 0; k < BLK; k++) bad |= (kv_f2u(x[i + k]) & 0x7f800000u) == 0x7f800000u;
+        for (int k = 0; k < BLK; k++)
+            bad |= (kv_f2u(x[i + k]) & 0x7f800000u) == 0x7f800000u;
         if (bad) break;
     }
     for (; i < n; i++)
@@ -386,5 +417,6 @@ int64_t wq_kern_find_nonfinite(const float *x, int64_t n)
 
 void wq_kern_bf16_to_f32(const uint16_t *restrict src, float *restrict dst, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) dst[i] = kv_u2f((uint32_t)src[i] << 16);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = kv_u2f((uint32_t)src[i] << 16);
 }

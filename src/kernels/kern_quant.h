@@ -7,13 +7,14 @@
  * Conventions shared by every function here:
  *  - x/W are float32, row-major. A "group" is n consecutive elements of one row.
  *  - Rounding is round-half-to-even (torch.round); never roundf.
- *  - All arithmetic that decides a code or a parameter is float32, in the order INC evaluates it, so
- *    results match INC bit for bit (x / scale is a true division, never a multiply by 1/scale).
+ *  - All arithmetic that decides a code or a parameter is float32, in the order INC evaluates it,
+ * so results match INC bit for bit (x / scale is a true division, never a multiply by 1/scale).
  *  - Int storage (core_qtypes.h): unsigned codes 0..2^bits-1 plus a float zero holding an integer,
  *        dequant  x^ = (code - zero) * scale.
- *    Symmetric schemes store zero = 2^(bits-1) and code = signed_code + 2^(bits-1), which is the same
- *    value INC computes as signed_code * scale.
- *  - nf4/fp4 codes are INC nibbles (numerics 2.1 "INC code" & 0xF), dequant x^ = table[code] * scale.
+ *    Symmetric schemes store zero = 2^(bits-1) and code = signed_code + 2^(bits-1), which is the
+ * same value INC computes as signed_code * scale.
+ *  - nf4/fp4 codes are INC nibbles (numerics 2.1 "INC code" & 0xF), dequant x^ = table[code] *
+ * scale.
  *  - Inputs must be finite (check with wq_kern_find_nonfinite first); for NaN/Inf the outputs are
  *    deterministic but meaningless.
  *  - Each kernel with a fast path has a scalar `_ref` twin; they agree bit for bit (tested). */
@@ -31,9 +32,11 @@
 extern "C" {
 #endif
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Integer groups                                                                                    */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Integer groups */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 /* The scheme RTN/AWQ use for a spec: asym -> ASYM, sym -> SYM, sym + full_range -> SYM_FULL.
  * (GPTQ passes WQ_SCHEME_SYM_GPTQ explicitly to the *_scheme / params functions.) */
@@ -47,11 +50,12 @@ wq_int_scheme wq_kern_int_scheme_rtn(const wq_qspec *spec);
  *  SYM_FULL  amax as SYM; scale = amax/2^(b-1), negated when |mx| > |mn|; zero = 2^(b-1)    (§1.2)
  *  SYM_GPTQ  xmin = min(mn,0), xmax = max(mx,0); xmax = max(|xmin|,xmax); xmin = -xmax only if
  *            xmin < 0 (no negative entry keeps xmin = 0: half-size scale, INC/reference quirk);
- *            both 0 -> (-1,+1); then xmin*=q, xmax*=q; scale = (xmax-xmin)/(2^b-1), zero = 2^(b-1) (§4.4)
- * bits == 1 with any symmetric scheme (wquant rule; INC's clamp {0,1} loses every negative weight and
- * GPTQ's formula rounds every weight to 0): full-range sign trick, scale = +-amax (negated when
- * |mx| > |mn|), zero = 1, so the two codes dequantize to {0, the largest-magnitude value}.
- * Codes are then clamp(rne(x/scale) + zero, 0, 2^b-1) for every scheme (wq_kern_quant_int). */
+ *            both 0 -> (-1,+1); then xmin*=q, xmax*=q; scale = (xmax-xmin)/(2^b-1), zero = 2^(b-1)
+ * (§4.4) bits == 1 with any symmetric scheme (wquant rule; INC's clamp {0,1} loses every negative
+ * weight and GPTQ's formula rounds every weight to 0): full-range sign trick, scale = +-amax
+ * (negated when |mx| > |mn|), zero = 1, so the two codes dequantize to {0, the largest-magnitude
+ * value}. Codes are then clamp(rne(x/scale) + zero, 0, 2^b-1) for every scheme (wq_kern_quant_int).
+ */
 void wq_kern_params_int(const float *x, int64_t n, int bits, wq_int_scheme scheme, float quantile,
                         float *scale, float *zero);
 void wq_kern_params_int_ref(const float *x, int64_t n, int bits, wq_int_scheme scheme,
@@ -59,7 +63,8 @@ void wq_kern_params_int_ref(const float *x, int64_t n, int bits, wq_int_scheme s
 
 /* codes[i] = clamp(rne(x[i] / scale) + zero, 0, 2^bits - 1), i < n. A NaN quotient (only possible
  * when scale underflowed to 0) gives code 0. x[n], codes[n]; zero is an integer in 0..255. */
-void wq_kern_quant_int(const float *x, int64_t n, int bits, float scale, float zero, uint8_t *codes);
+void wq_kern_quant_int(const float *x, int64_t n, int bits, float scale, float zero,
+                       uint8_t *codes);
 void wq_kern_quant_int_ref(const float *x, int64_t n, int bits, float scale, float zero,
                            uint8_t *codes);
 
@@ -104,9 +109,11 @@ void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int
  * (§3.1) and GPTQ's scale quantization over rows (§3.2). */
 void wq_kern_qdq_int(float *x, int64_t n, int64_t gs, int bits, wq_int_scheme scheme);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* 4-bit float tables: nf4, fp4_e2m1_bnb ("fp4"), fp4_e2m1 (numerics 2.1, 2.2)                       */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* 4-bit float tables: nf4, fp4_e2m1_bnb ("fp4"), fp4_e2m1 (numerics 2.1, 2.2) */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 /* Dequantization table indexed by INC nibble: value = wq_kern_f4_table(t)[code]. fp4 nibble 0x8
  * (bnb's -0, never produced) maps to 0. dtype in {NF4, FP4_BNB, FP4_E2M1}; 16 entries. */
@@ -114,7 +121,8 @@ const float *wq_kern_f4_table(wq_qdtype dtype);
 /* max(table): 1 for NF4 and FP4_E2M1, 12 for FP4_BNB. */
 float wq_kern_f4_max(wq_qdtype dtype);
 
-/* scale = absmax(x[n]) * quantile / max(table)  (float32, left to right). 0 for an all-zero group. */
+/* scale = absmax(x[n]) * quantile / max(table)  (float32, left to right). 0 for an all-zero group.
+ */
 void wq_kern_params_f4(const float *x, int64_t n, wq_qdtype dtype, float quantile, float *scale);
 
 /* y = x / scale; code = nibble of table entry t_k with mid_{k-1} < y <= mid_k (mid_k = float32 of
@@ -128,9 +136,11 @@ uint8_t wq_kern_code_f4(float x, wq_qdtype dtype, float scale);
 /* y[i] = table[codes[i]] * scale. */
 void wq_kern_dequant_f4(const uint8_t *codes, int64_t n, wq_qdtype dtype, float scale, float *y);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Matrices (RTN)                                                                                    */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Matrices (RTN) */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 /* W[m->rows][m->cols] -> m->codes/scales/zeros. m was set up by the caller with
  * wq_qmatrix_init(m, rows, cols, wq_qspec_group_size(spec, cols), spec->dtype, spec->bits).
@@ -147,9 +157,11 @@ void wq_kern_quant_matrix_scheme(const float *W, wq_int_scheme scheme, float qua
  * c / m->group_size. int: (code - zero) * scale; nf4/fp4: table[code] * scale. */
 void wq_kern_dequant_matrix(const wq_qmatrix *m, float *W);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* MSE clip search (numerics 1.4): one ratio per layer                                               */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* MSE clip search (numerics 1.4): one ratio per layer */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 #define WQ_KERN_MSE_NRATIOS 40
 
@@ -157,11 +169,11 @@ void wq_kern_dequant_matrix(const wq_qmatrix *m, float *W);
 float wq_kern_mse_ratio(int i);
 /* Bytes of scratch the search functions need for rows of `cols` elements under spec. */
 size_t wq_kern_mse_workspace_bytes(const wq_qspec *spec, int64_t cols);
-/* For each ratio i: sse[i] += sum over rows of (sum_c (W[r][c] - fq_i(W)[r][c])^2), where fq_i is the
- * RTN fake quantization (wq_kern_quant_matrix + dequant) with quantile ratio_i. Each row's sum is a
- * double computed in a fixed order, added exactly (kern_exact), so splitting rows over ranks and
- * merging the accumulators gives bit-identical totals. workspace: wq_kern_mse_workspace_bytes bytes,
- * 16-byte aligned. sse[] must be initialized (zeroed) by the caller. */
+/* For each ratio i: sse[i] += sum over rows of (sum_c (W[r][c] - fq_i(W)[r][c])^2), where fq_i is
+ * the RTN fake quantization (wq_kern_quant_matrix + dequant) with quantile ratio_i. Each row's sum
+ * is a double computed in a fixed order, added exactly (kern_exact), so splitting rows over ranks
+ * and merging the accumulators gives bit-identical totals. workspace: wq_kern_mse_workspace_bytes
+ * bytes, 16-byte aligned. sse[] must be initialized (zeroed) by the caller. */
 void wq_kern_mse_sse(const float *W, int64_t rows, int64_t cols, const wq_qspec *spec,
                      void *workspace, wq_exact sse[WQ_KERN_MSE_NRATIOS]);
 /* Index of the first strictly smallest loss_i = sse_i / count (double). */
@@ -170,21 +182,26 @@ int wq_kern_mse_pick(const wq_exact sse[WQ_KERN_MSE_NRATIOS], int64_t count);
 float wq_kern_mse_search(const float *W, int64_t rows, int64_t cols, const wq_qspec *spec,
                          void *workspace);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Double quantization of scales (numerics 3.1)                                                      */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Double quantization of scales (numerics 3.1) */
+/* ------------------------------------------------------------------------------------------------
+ */
 
-/* scales[n] is the flattened scale[out][ngroups] (row-major), replaced in place by its fake-quantized
- * values; first-level codes are not touched (dequant = (code - zero) * scale_dq).
+/* scales[n] is the flattened scale[out][ngroups] (row-major), replaced in place by its
+ * fake-quantized values; first-level codes are not touched (dequant = (code - zero) * scale_dq).
  *  dq_sym:  wq_kern_qdq_int(scales, n, dq_group_size, dq_bits, SYM)
  *  !dq_sym: mean = float32(sum/n in double); s -= mean; SYM qdq as above; s += mean.
  * Applied whatever cols % group_size is (INC skips it for ragged layers: [BUG?] in §1.3, not kept).
  * dq_group_size <= 0 or > n: one group. */
-void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym, int64_t dq_group_size);
+void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym,
+                          int64_t dq_group_size);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Utilities                                                                                         */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Utilities */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 /* First index i < n with x[i] NaN or +-Inf, or -1. */
 int64_t wq_kern_find_nonfinite(const float *x, int64_t n);

@@ -2,46 +2,41 @@
  * Layer: kernels.
  *
  * Each table is listed once, ascending, as the float64 values INC writes in Python, together with
- * the nibble INC stores for each value (its signed INT_MAPPING code & 0xF). Bucket midpoints are the
- * float64 means of neighbours rounded to float32, because PyTorch compares a float32 tensor with a
- * Python float in float32. Dequant values are the float32 roundings of the table entries. */
+ * the nibble INC stores for each value (its signed INT_MAPPING code & 0xF). Bucket midpoints are
+ * the float64 means of neighbours rounded to float32, because PyTorch compares a float32 tensor
+ * with a Python float in float32. Dequant values are the float32 roundings of the table entries. */
 #include "kernels/kern_quant.h"
 
 #include <math.h>
 
 #include "kernels/kern_vec.h"
 
-/* ---- value lists (ascending) ---------------------------------------------------------------------*/
+// ---- tables (ascending values, INC nibble of each) ----------------------------------------------
 
-#define NF4_VALUES(X)                                                                              \
-    X(-1.0) X(-0.6961928009986877) X(-0.5250730514526367) X(-0.39491748809814453)                  \
-    X(-0.28444138169288635) X(-0.18477343022823334) X(-0.09105003625154495) X(0.0)                 \
-    X(0.07958029955625534) X(0.16093020141124725) X(0.24611230194568634) X(0.33791524171829224)    \
-    X(0.44070982933044434) X(0.5626170039176941) X(0.7229568362236023) X(1.0)
-/* NF4_BIT: 7,1,2,3,4,5,6,0,-8,-7,...,-1 -> nibbles */
+/* clang-format off */
+static const double k_nf4_v[] = {
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0};
+/* NF4_BIT: 7,1,2,3,4,5,6,0,-8,-7,...,-1 */
 static const uint8_t k_nf4_nib[16] = {0x7, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x0,
                                       0x8, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE, 0xF};
 
-#define FP4_BNB_VALUES(X)                                                                          \
-    X(-12.0) X(-8.0) X(-6.0) X(-4.0) X(-3.0) X(-2.0) X(-0.0625) X(0.0) X(0.0625) X(2.0) X(3.0)     \
-    X(4.0) X(6.0) X(8.0) X(12.0)
-/* FP4_BNB_BIT: -5,-6,-3,-4,-1,-2,-7,0,1,6,7,4,5,2,3 -> nibbles (= bitsandbytes' fp4 encoding) */
+static const double k_fp4_bnb_v[] = {
+    -12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -0.0625, 0.0, 0.0625, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0};
+/* FP4_BNB_BIT: -5,-6,-3,-4,-1,-2,-7,0,1,6,7,4,5,2,3 (= bitsandbytes' fp4 encoding) */
 static const uint8_t k_fp4_bnb_nib[15] = {0xB, 0xA, 0xD, 0xC, 0xF, 0xE, 0x9, 0x0,
                                           0x1, 0x6, 0x7, 0x4, 0x5, 0x2, 0x3};
 
-#define FP4_E2M1_VALUES(X)                                                                         \
-    X(-1.0) X(-0.6666666666666666) X(-0.5) X(-0.3333333333333333) X(-0.25)                         \
-    X(-0.16666666666666666) X(-0.010416666666666666) X(0.0) X(0.010416666666666666)                \
-    X(0.16666666666666666) X(0.25) X(0.3333333333333333) X(0.5) X(0.6666666666666666) X(1.0)
-/* FP4_E2M1_BIT: -1..-7, 0, 1..7 -> sign-magnitude nibbles */
+static const double k_fp4_e2m1_v[] = {
+    -1.0, -0.6666666666666666, -0.5, -0.3333333333333333, -0.25, -0.16666666666666666,
+    -0.010416666666666666, 0.0, 0.010416666666666666, 0.16666666666666666, 0.25,
+    0.3333333333333333, 0.5, 0.6666666666666666, 1.0};
+/* FP4_E2M1_BIT: -1..-7, 0, 1..7 (sign-magnitude) */
 static const uint8_t k_fp4_e2m1_nib[15] = {0xF, 0xE, 0xD, 0xC, 0xB, 0xA, 0x9, 0x0,
                                            0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7};
-
-#define AS_DOUBLE(v) v,
-static const double k_nf4_v[] = {NF4_VALUES(AS_DOUBLE)};
-static const double k_fp4_bnb_v[] = {FP4_BNB_VALUES(AS_DOUBLE)};
-static const double k_fp4_e2m1_v[] = {FP4_E2M1_VALUES(AS_DOUBLE)};
-#undef AS_DOUBLE
+/* clang-format on */
 
 _Static_assert(sizeof k_nf4_v / sizeof(double) == 16, "nf4 has 16 values");
 _Static_assert(sizeof k_fp4_bnb_v / sizeof(double) == 15, "fp4_bnb has 15 values");
@@ -76,24 +71,47 @@ static const float k_fp4_e2m1_mid[14] = {
 
 /* Nibble -> float32 value (dequantization LUT). fp4 nibble 0x8 (bnb -0) is never produced: 0. */
 #define F(v) (float)(v)
-static const float k_nf4_lut[16] = {
-    F(0.0), F(-0.6961928009986877), F(-0.5250730514526367), F(-0.39491748809814453),
-    F(-0.28444138169288635), F(-0.18477343022823334), F(-0.09105003625154495), F(-1.0),
-    F(0.07958029955625534), F(0.16093020141124725), F(0.24611230194568634), F(0.33791524171829224),
-    F(0.44070982933044434), F(0.5626170039176941), F(0.7229568362236023), F(1.0)};
-static const float k_fp4_bnb_lut[16] = {0.0f, 0.0625f, 8.0f,  12.0f,  4.0f,  6.0f,  2.0f,  3.0f,
+static const float k_nf4_lut[16] = {F(0.0),
+                                    F(-0.6961928009986877),
+                                    F(-0.5250730514526367),
+                                    F(-0.39491748809814453),
+                                    F(-0.28444138169288635),
+                                    F(-0.18477343022823334),
+                                    F(-0.09105003625154495),
+                                    F(-1.0),
+                                    F(0.07958029955625534),
+                                    F(0.16093020141124725),
+                                    F(0.24611230194568634),
+                                    F(0.33791524171829224),
+                                    F(0.44070982933044434),
+                                    F(0.5626170039176941),
+                                    F(0.7229568362236023),
+                                    F(1.0)};
+static const float k_fp4_bnb_lut[16] = {0.0f, 0.0625f,  8.0f,  12.0f,  4.0f,  6.0f,  2.0f,  3.0f,
                                         0.0f, -0.0625f, -8.0f, -12.0f, -4.0f, -6.0f, -2.0f, -3.0f};
-static const float k_fp4_e2m1_lut[16] = {
-    0.0f, F(0.010416666666666666), F(0.16666666666666666), 0.25f, F(0.3333333333333333), 0.5f,
-    F(0.6666666666666666), 1.0f, 0.0f, F(-0.010416666666666666), F(-0.16666666666666666), -0.25f,
-    F(-0.3333333333333333), -0.5f, F(-0.6666666666666666), -1.0f};
+static const float k_fp4_e2m1_lut[16] = {0.0f,
+                                         F(0.010416666666666666),
+                                         F(0.16666666666666666),
+                                         0.25f,
+                                         F(0.3333333333333333),
+                                         0.5f,
+                                         F(0.6666666666666666),
+                                         1.0f,
+                                         0.0f,
+                                         F(-0.010416666666666666),
+                                         F(-0.16666666666666666),
+                                         -0.25f,
+                                         F(-0.3333333333333333),
+                                         -0.5f,
+                                         F(-0.6666666666666666),
+                                         -1.0f};
 #undef F
 
 typedef struct {
-    const double *v;     /* ascending values [nv] */
-    const uint8_t *nib;  /* nibble of v[k] [nv] */
-    const float *mid;    /* [nv - 1] */
-    const float *lut;    /* nibble -> value [16] */
+    const double *v;    /* ascending values [nv] */
+    const uint8_t *nib; /* nibble of v[k] [nv] */
+    const float *mid;   /* [nv - 1] */
+    const float *lut;   /* nibble -> value [16] */
     int nv;
     float tmax;
 } f4_table;
@@ -109,17 +127,26 @@ static const f4_table *table_of(wq_qdtype dtype)
     WQ_KERN_ASSERT(dtype == WQ_QDTYPE_NF4 || dtype == WQ_QDTYPE_FP4_BNB ||
                    dtype == WQ_QDTYPE_FP4_E2M1);
     switch (dtype) {
-    case WQ_QDTYPE_FP4_BNB: return &k_tables[1];
-    case WQ_QDTYPE_FP4_E2M1: return &k_tables[2];
-    default: return &k_tables[0];
+    case WQ_QDTYPE_FP4_BNB:
+        return &k_tables[1];
+    case WQ_QDTYPE_FP4_E2M1:
+        return &k_tables[2];
+    default:
+        return &k_tables[0];
     }
 }
 
-const float *wq_kern_f4_table(wq_qdtype dtype) { return table_of(dtype)->lut; }
+const float *wq_kern_f4_table(wq_qdtype dtype)
+{
+    return table_of(dtype)->lut;
+}
 
-float wq_kern_f4_max(wq_qdtype dtype) { return table_of(dtype)->tmax; }
+float wq_kern_f4_max(wq_qdtype dtype)
+{
+    return table_of(dtype)->tmax;
+}
 
-/* ---- kernels ------------------------------------------------------------------------------------*/
+// ---- kernels ------------------------------------------------------------------------------------
 
 void wq_kern_params_f4(const float *restrict x, int64_t n, wq_qdtype dtype, float quantile,
                        float *scale)
@@ -128,10 +155,13 @@ void wq_kern_params_f4(const float *restrict x, int64_t n, wq_qdtype dtype, floa
     float a[L] = {0};
     int64_t i = 0;
     for (; i + L <= n; i += L)
-        for (int k = 0; k < L; k++) a[k] = kv_max(fabsf(x[i + k]), a[k]);
+        for (int k = 0; k < L; k++)
+            a[k] = kv_max(fabsf(x[i + k]), a[k]);
     float amax = 0.0f;
-    for (int k = 0; k < L; k++) amax = kv_max(a[k], amax);
-    for (; i < n; i++) amax = kv_max(fabsf(x[i]), amax);
+    for (int k = 0; k < L; k++)
+        amax = kv_max(a[k], amax);
+    for (; i < n; i++)
+        amax = kv_max(fabsf(x[i]), amax);
     *scale = amax * quantile / table_of(dtype)->tmax;
 }
 
@@ -143,7 +173,8 @@ static inline void f4_index(const float *restrict x, int64_t n, float scale,
     for (int64_t i = 0; i < n; i++) {
         float y = x[i] / scale;
         int32_t k = 0;
-        for (int j = 0; j < nm; j++) k += y > mid[j];
+        for (int j = 0; j < nm; j++)
+            k += y > mid[j];
         idx[i] = (uint8_t)k;
     }
 }
@@ -159,7 +190,8 @@ void wq_kern_quant_f4(const float *x, int64_t n, wq_qdtype dtype, float scale, u
         f4_index(x, n, scale, t->mid, 15, codes);
     else
         f4_index(x, n, scale, t->mid, 14, codes);
-    for (int64_t i = 0; i < n; i++) codes[i] = t->nib[codes[i]];
+    for (int64_t i = 0; i < n; i++)
+        codes[i] = t->nib[codes[i]];
 }
 
 void wq_kern_quant_f4_ref(const float *x, int64_t n, wq_qdtype dtype, float scale, uint8_t *codes)
@@ -194,5 +226,6 @@ void wq_kern_dequant_f4(const uint8_t *restrict codes, int64_t n, wq_qdtype dtyp
                         float *restrict y)
 {
     const float *lut = table_of(dtype)->lut;
-    for (int64_t i = 0; i < n; i++) y[i] = lut[codes[i] & 15] * scale;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = lut[codes[i] & 15] * scale;
 }

@@ -5,9 +5,11 @@
 #include "kernels/kern_quant.h"
 #include "kernels/kern_vec.h"
 
-/* ------------------------------------------------------------------------------------------------ */
-/* MSE clip search                                                                                   */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* MSE clip search */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 float wq_kern_mse_ratio(int i)
 {
@@ -15,7 +17,10 @@ float wq_kern_mse_ratio(int i)
     return (float)(1.0 - (double)i / 200.0); /* Python `1 - i/200` then float32 when it meets W */
 }
 
-static size_t round16(size_t b) { return (b + 15u) & ~(size_t)15u; }
+static size_t round16(size_t b)
+{
+    return (b + 15u) & ~(size_t)15u;
+}
 
 /* Layout: codes[gs] (uint8, padded to 16 bytes) | deq[gs] (float). */
 size_t wq_kern_mse_workspace_bytes(const wq_qspec *spec, int64_t cols)
@@ -107,9 +112,11 @@ float wq_kern_mse_search(const float *W, int64_t rows, int64_t cols, const wq_qs
     return wq_kern_mse_ratio(wq_kern_mse_pick(sse, rows * cols));
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Double quantization                                                                               */
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
+/* Double quantization */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym, int64_t dq_group_size)
 {
@@ -123,9 +130,12 @@ void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym, in
      * is summed in double in index order (deterministic; torch sums float32 in an unspecified
      * order, so the last bit of the mean may differ from INC). */
     double acc = 0.0;
-    for (int64_t i = 0; i < n; i++) acc += scales[i];
+    for (int64_t i = 0; i < n; i++)
+        acc += scales[i];
     const float mean = (float)(acc / (double)n);
-    for (int64_t i = 0; i < n; i++) scales[i] -= mean;
+    for (int64_t i = 0; i < n; i++)
+        scales[i] -= mean;
     wq_kern_qdq_int(scales, n, dq_group_size, dq_bits, WQ_SCHEME_SYM);
-    for (int64_t i = 0; i < n; i++) scales[i] += mean;
+    for (int64_t i = 0; i < n; i++)
+        scales[i] += mean;
 }

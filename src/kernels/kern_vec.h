@@ -1,5 +1,5 @@
-/* kern_vec.h: private branch-free scalar helpers that GCC/Clang auto-vectorize at plain -O3 with the
- * SSE2 baseline (no -march). Layer: kernels (internal to src/kernels, not part of the API).
+/* kern_vec.h: private branch-free scalar helpers that GCC/Clang auto-vectorize at plain -O3 with
+ * the SSE2 baseline (no -march). Layer: kernels (internal to src/kernels, not part of the API).
  *
  * Why not `a < b ? a : b`: with the default -ftrapping-math GCC refuses to if-convert a float
  * comparison inside a loop ("control flow in loop") and the loop stays scalar. Selecting through an
@@ -51,11 +51,12 @@ static inline float kv_min(float a, float b)
     return kv_u2f((kv_f2u(a) & m) | (kv_f2u(b) & ~m));
 }
 
-/* 1.5 * 2^23. For |v| < 2^22, v + KV_MAGIC lies in [2^23, 2^24) where the float spacing is 1, so the
- * addition rounds v to an integer half-to-even and subtracting KV_MAGIC is exact. */
+/* 1.5 * 2^23. For |v| < 2^22, v + KV_MAGIC lies in [2^23, 2^24) where the float spacing is 1, so
+ * the addition rounds v to an integer half-to-even and subtracting KV_MAGIC is exact. */
 #define KV_MAGIC 0x1.8p23f
 
-/* ---- internal kernels shared across kern_*.c (wq__ prefix: not public API) ---------------------- */
+/* ---- internal kernels shared across kern_*.c (wq__ prefix: not public API) ----------------------
+ */
 
 #if defined(__SSE2__)
 #define WQ_KERN_HAVE_SSE2 1
@@ -80,9 +81,10 @@ void wq__kern_quant_f32_sse2(const float *x, int64_t n, int bits, float scale, f
                              uint8_t *codes);
 void wq__kern_quant_bf16_sse2(const uint16_t *x, int64_t n, int bits, float scale, float zero,
                               uint8_t *codes);
-/* 4-bit optimum packing of a tile of 4 rows: words [j][o0..o0+3] for j < cols/8 (full words only). */
-void wq__kern_pack4_optimum_rows4_sse2(const uint8_t *codes, int64_t cols, int64_t ld,
-                                       int32_t *qweight);
+/* 4-bit optimum packing of a tile of 16 rows (codes[16][cols]): words [j][0..15] at qweight[j*ld]
+ * for j < 4*floor(cols/32); the remaining words are left to the caller. */
+void wq__kern_pack4_optimum_rows16_sse2(const uint8_t *codes, int64_t cols, int64_t ld,
+                                        int32_t *qweight);
 #endif
 
 #endif

@@ -1,7 +1,7 @@
-/* hf_config.c: Hugging Face config.json -> wq_model_cfg for Llama-family decoders, and the check that a
- * checkpoint holds the tensors that config implies. Every rejection names the origin and the key or
- * tensor, so a bad checkpoint fails at load rather than deep inside a layer. The cJSON tree never
- * leaves this file. Layer: model. */
+/* hf_config.c: Hugging Face config.json -> wq_model_cfg for Llama-family decoders, and the check
+ * that a checkpoint holds the tensors that config implies. Every rejection names the origin and the
+ * key or tensor, so a bad checkpoint fails at load rather than deep inside a layer. The cJSON tree
+ * never leaves this file. Layer: model. */
 #include "model/hf_config.h"
 
 #include <errno.h>
@@ -22,7 +22,7 @@
 #define HF_MAX_TEXT ((size_t)64 << 20)
 #define HF_MAX_DIM 2147483647.0 /* keeps products of two dims inside int64 */
 
-// ---- text files ----------------------------------------------------------------------------------
+// ---- text files ---------------------------------------------------------------------------------
 
 wq_status wq_read_text_file(const char *path, char **out, size_t *len)
 {
@@ -61,10 +61,13 @@ done:
     return st;
 }
 
-// ---- typed key access ----------------------------------------------------------------------------
+// ---- typed key access ---------------------------------------------------------------------------
 
 /* Absent or JSON null: use the default. */
-static bool absent(const cJSON *v) { return !v || cJSON_IsNull(v); }
+static bool absent(const cJSON *v)
+{
+    return !v || cJSON_IsNull(v);
+}
 
 /* A positive integer key. required: absence is an error; otherwise *out keeps its default. */
 static wq_status get_pos_int(const cJSON *root, const char *key, bool required, const char *origin,
@@ -118,7 +121,7 @@ static wq_status get_bool(const cJSON *root, const char *key, const char *origin
     return WQ_OK;
 }
 
-/* A token id: a non-negative integer, or a list of them (the first is used), or null/absent (-1). */
+/* A token id: a non-negative integer, a list of them (the first is used), or null/absent (-1). */
 static wq_status get_token_id(const cJSON *root, const char *key, const char *origin, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
@@ -148,7 +151,7 @@ static const char *type_from_architecture(const char *arch)
     return NULL;
 }
 
-// ---- parse ---------------------------------------------------------------------------------------
+// ---- parse --------------------------------------------------------------------------------------
 
 wq_status wq_hf_config_parse(const char *json_text, const char *origin, wq_model_cfg *out)
 {
@@ -217,16 +220,16 @@ wq_status wq_hf_config_parse(const char *json_text, const char *origin, wq_model
         c.head_dim = c.hidden_size / c.n_heads;
     }
     c.max_position_embeddings = 2048;
-    WQ_TRY_GOTO(get_pos_int(root, "max_position_embeddings", false, origin,
-                            &c.max_position_embeddings),
-                st, done);
+    WQ_TRY_GOTO(
+        get_pos_int(root, "max_position_embeddings", false, origin, &c.max_position_embeddings), st,
+        done);
     c.rope_theta = 10000.0;
     WQ_TRY_GOTO(get_pos_double(root, "rope_theta", origin, &c.rope_theta), st, done);
     c.rms_norm_eps = 1e-6;
     WQ_TRY_GOTO(get_pos_double(root, "rms_norm_eps", origin, &c.rms_norm_eps), st, done);
     c.tie_word_embeddings = false;
     WQ_TRY_GOTO(get_bool(root, "tie_word_embeddings", origin, &c.tie_word_embeddings), st, done);
-    /* Qwen2 always has q/k/v biases (its modeling code ignores the key); Llama/Mistral default off. */
+    /* Qwen2 always has q/k/v biases (its modeling code ignores the key); Llama/Mistral: off. */
     c.attention_bias = is_qwen2;
     WQ_TRY_GOTO(get_bool(root, "attention_bias", origin, &c.attention_bias), st, done);
     if (is_qwen2 && !c.attention_bias) {
@@ -270,7 +273,7 @@ done:
     return st;
 }
 
-// ---- tensor check --------------------------------------------------------------------------------
+// ---- tensor check -------------------------------------------------------------------------------
 
 /* One expected tensor; d1 < 0 means 1-D [d0]. */
 static wq_status expect(const wq_st_model *m, const char *name, int64_t d0, int64_t d1)
@@ -327,7 +330,8 @@ wq_status wq_hf_check_tensors(const wq_model_cfg *cfg, const wq_st_model *m)
             WQ_TRY(expect_layer(m, l, "self_attn.q_proj.bias", q, -1));
             WQ_TRY(expect_layer(m, l, "self_attn.k_proj.bias", kv, -1));
             WQ_TRY(expect_layer(m, l, "self_attn.v_proj.bias", kv, -1));
-            /* Llama with attention_bias also biases o_proj, Qwen2 does not: check it only if present. */
+            /* Llama with attention_bias also biases o_proj, Qwen2 does not: check it only if
+             * present. */
             char name[256];
             snprintf(name, sizeof name, "model.layers.%lld.self_attn.o_proj.bias", (long long)l);
             if (wq_st_find(m, name)) WQ_TRY(expect(m, name, h, -1));

@@ -1,7 +1,7 @@
-/* st_reader.c: safetensors reader. A file is <u64 LE header length><JSON header><data>; the header maps
- * tensor names to {dtype, shape, data_offsets relative to the data section}. Everything in the header
- * (and in a sharded checkpoint's index) is validated at open, so reads later only pread known-good
- * ranges. cJSON trees never leave this file. Layer: model. */
+/* st_reader.c: safetensors reader. A file is <u64 LE header length><JSON header><data>; the header
+ * maps tensor names to {dtype, shape, data_offsets relative to the data section}. Everything in the
+ * header (and in a sharded checkpoint's index) is validated at open, so reads later only pread
+ * known-good ranges. cJSON trees never leave this file. Layer: model. */
 #include "model/st_reader.h"
 
 #include <errno.h>
@@ -22,22 +22,22 @@
 
 #define ST_MAX_HEADER ((uint64_t)100 << 20) /* a sane header is a few hundred KiB */
 #define ST_MAX_INDEX ((off_t)64 << 20)
-#define ST_CONVERT_CHUNK ((size_t)1 << 20) /* scratch bytes for non-F32 conversion */
+#define ST_CONVERT_CHUNK ((size_t)1 << 20)  /* scratch bytes for non-F32 conversion */
 #define ST_MAX_EXACT_INT 9007199254740992.0 /* 2^53: larger JSON numbers are not exact in cJSON */
 #define ST_SINGLE "model.safetensors"
 #define ST_INDEX "model.safetensors.index.json"
 
 struct wq_st_model {
-    char *dir;          /* wq_malloc'd */
+    char *dir; /* wq_malloc'd */
     int n_files;
-    int *fds;           /* [n_files], -1 when closed */
-    char **paths;       /* [n_files], wq_malloc'd strings, for error messages */
-    int64_t n;          /* tensors */
+    int *fds;     /* [n_files], -1 when closed */
+    char **paths; /* [n_files], wq_malloc'd strings, for error messages */
+    int64_t n;    /* tensors */
     int64_t cap;
     wq_st_tensor *tensors; /* [n], sorted by name after open */
 };
 
-// ---- small helpers -------------------------------------------------------------------------------
+// ---- small helpers ------------------------------------------------------------------------------
 
 static char *join_path(const char *dir, const char *name)
 {
@@ -78,7 +78,8 @@ static wq_status pread_all(int fd, void *dst, size_t n, uint64_t off, const char
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             WQ_LOG_ERROR("safetensors %s: read of %zu bytes at offset %llu failed: %s", path, n,
-                         (unsigned long long)off, r < 0 ? strerror(errno) : "unexpected end of file");
+                         (unsigned long long)off,
+                         r < 0 ? strerror(errno) : "unexpected end of file");
             return WQ_ERR_IO;
         }
         p += r;
@@ -166,9 +167,9 @@ static int cmp_span(const void *a, const void *b)
     return 0;
 }
 
-// ---- one shard header ----------------------------------------------------------------------------
+// ---- one shard header ---------------------------------------------------------------------------
 
-/* Validates one tensor entry of a header and appends it to m. data_len: bytes in the data section. */
+/* Validates one tensor entry of a header and appends it to m. data_len: data section bytes. */
 static wq_status parse_entry(wq_st_model *m, const char *path, int file_index, uint64_t data_start,
                              uint64_t data_len, const cJSON *e)
 {
@@ -190,7 +191,8 @@ static wq_status parse_entry(wq_st_model *m, const char *path, int file_index, u
     }
     wq_dtype dt = wq_dtype_from_name(jd->valuestring);
     if (dt == WQ_DTYPE_COUNT) {
-        WQ_LOG_ERROR("safetensors %s: tensor '%s': unknown dtype '%s'", path, name, jd->valuestring);
+        WQ_LOG_ERROR("safetensors %s: tensor '%s': unknown dtype '%s'", path, name,
+                     jd->valuestring);
         return WQ_ERR_FORMAT;
     }
     if (!cJSON_IsArray(js)) {
@@ -228,9 +230,10 @@ static wq_status parse_entry(wq_st_model *m, const char *path, int file_index, u
         return WQ_ERR_FORMAT;
     }
     uint64_t begin, end;
-    if (!json_u64(cJSON_GetArrayItem(jo, 0), &begin) || !json_u64(cJSON_GetArrayItem(jo, 1), &end)) {
-        WQ_LOG_ERROR("safetensors %s: tensor '%s': data_offsets are not non-negative integers", path,
-                     name);
+    if (!json_u64(cJSON_GetArrayItem(jo, 0), &begin) ||
+        !json_u64(cJSON_GetArrayItem(jo, 1), &end)) {
+        WQ_LOG_ERROR("safetensors %s: tensor '%s': data_offsets are not non-negative integers",
+                     path, name);
         return WQ_ERR_FORMAT;
     }
     if (begin > end) {
@@ -239,17 +242,19 @@ static wq_status parse_entry(wq_st_model *m, const char *path, int file_index, u
         return WQ_ERR_FORMAT;
     }
     if (end > data_len) {
-        WQ_LOG_ERROR("safetensors %s: tensor '%s': data_offsets [%llu, %llu) outside the data section "
-                     "of %llu bytes",
-                     path, name, (unsigned long long)begin, (unsigned long long)end,
-                     (unsigned long long)data_len);
+        WQ_LOG_ERROR(
+            "safetensors %s: tensor '%s': data_offsets [%llu, %llu) outside the data section "
+            "of %llu bytes",
+            path, name, (unsigned long long)begin, (unsigned long long)end,
+            (unsigned long long)data_len);
         return WQ_ERR_FORMAT;
     }
     if (end - begin != numel * esz) {
-        WQ_LOG_ERROR("safetensors %s: tensor '%s': shape x %s needs %llu bytes but data_offsets span "
-                     "%llu",
-                     path, name, wq_dtype_name(dt), (unsigned long long)(numel * esz),
-                     (unsigned long long)(end - begin));
+        WQ_LOG_ERROR(
+            "safetensors %s: tensor '%s': shape x %s needs %llu bytes but data_offsets span "
+            "%llu",
+            path, name, wq_dtype_name(dt), (unsigned long long)(numel * esz),
+            (unsigned long long)(end - begin));
         return WQ_ERR_FORMAT;
     }
     wq_st_tensor *t = model_push_tensor(m);
@@ -283,8 +288,8 @@ static wq_status check_overlaps(const wq_st_model *m, int64_t first, const char 
     for (int64_t i = 0; i < n; i++) {
         if (k[i].begin == k[i].end) continue;
         if (prev >= 0 && k[i].begin < k[prev].end) {
-            WQ_LOG_ERROR("safetensors %s: tensors '%s' and '%s' have overlapping data_offsets", path,
-                         m->tensors[k[prev].idx].name, m->tensors[k[i].idx].name);
+            WQ_LOG_ERROR("safetensors %s: tensors '%s' and '%s' have overlapping data_offsets",
+                         path, m->tensors[k[prev].idx].name, m->tensors[k[i].idx].name);
             st = WQ_ERR_FORMAT;
             break;
         }
@@ -320,12 +325,13 @@ static wq_status add_shard(wq_st_model *m, const char *path, wq_status missing_c
                   path, strerror(errno));
     uint64_t fsize = (uint64_t)sb.st_size;
     WQ_CHECK_GOTO(fsize >= 8, st, WQ_ERR_FORMAT, done,
-                  "safetensors %s: file is %llu bytes, too short for the 8-byte header length", path,
-                  (unsigned long long)fsize);
+                  "safetensors %s: file is %llu bytes, too short for the 8-byte header length",
+                  path, (unsigned long long)fsize);
     unsigned char lenb[8];
     WQ_TRY_GOTO(pread_all(fd, lenb, 8, 0, path), st, done);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenb[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | lenb[i];
     WQ_CHECK_GOTO(hlen <= ST_MAX_HEADER, st, WQ_ERR_FORMAT, done,
                   "safetensors %s: header length %llu exceeds the 100 MB limit", path,
                   (unsigned long long)hlen);
@@ -342,8 +348,8 @@ static wq_status add_shard(wq_st_model *m, const char *path, wq_status missing_c
     const char *end = NULL;
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen + 1, &end, 1);
     WQ_CHECK_GOTO(root, st, WQ_ERR_FORMAT, done,
-                  "safetensors %s: header is not a JSON object (malformed JSON near byte %lld)", path,
-                  end ? (long long)(end - hdr) : -1LL);
+                  "safetensors %s: header is not a JSON object (malformed JSON near byte %lld)",
+                  path, end ? (long long)(end - hdr) : -1LL);
     WQ_CHECK_GOTO(cJSON_IsObject(root), st, WQ_ERR_FORMAT, done,
                   "safetensors %s: header is not a JSON object", path);
 
@@ -369,8 +375,8 @@ static wq_status finalize_table(wq_st_model *m)
         const wq_st_tensor *a = &m->tensors[i - 1], *b = &m->tensors[i];
         if (strcmp(a->name, b->name) == 0) {
             if (a->file_index == b->file_index)
-                WQ_LOG_ERROR("safetensors %s: tensor '%s' is declared twice", m->paths[a->file_index],
-                             a->name);
+                WQ_LOG_ERROR("safetensors %s: tensor '%s' is declared twice",
+                             m->paths[a->file_index], a->name);
             else
                 WQ_LOG_ERROR("safetensors: tensor '%s' is in two shards: %s and %s", a->name,
                              m->paths[a->file_index], m->paths[b->file_index]);
@@ -380,7 +386,7 @@ static wq_status finalize_table(wq_st_model *m)
     return WQ_OK;
 }
 
-// ---- sharded checkpoints -------------------------------------------------------------------------
+// ---- sharded checkpoints ------------------------------------------------------------------------
 
 static wq_status read_small_file(const char *path, char **out, size_t *len)
 {
@@ -428,7 +434,7 @@ static wq_status open_sharded(wq_st_model *m, const char *index_path)
     char *text = NULL, *shard_path = NULL;
     size_t len = 0;
     cJSON *root = NULL;
-    char **shards = NULL; /* borrowed from the cJSON tree; file index == position */
+    char **shards = NULL;      /* borrowed from the cJSON tree; file index == position */
     const char **names = NULL; /* borrowed from the cJSON tree, sorted for the duplicate check */
     int n_shards = 0;
 
@@ -444,10 +450,11 @@ static wq_status open_sharded(wq_st_model *m, const char *index_path)
     WQ_CHECK_GOTO(cJSON_IsObject(wm), st, WQ_ERR_FORMAT, done,
                   "safetensors index %s: 'weight_map' missing or not an object", index_path);
     int n_entries = cJSON_GetArraySize(wm);
-    WQ_CHECK_GOTO(n_entries > 0, st, WQ_ERR_FORMAT, done, "safetensors index %s: 'weight_map' is empty",
-                  index_path);
+    WQ_CHECK_GOTO(n_entries > 0, st, WQ_ERR_FORMAT, done,
+                  "safetensors index %s: 'weight_map' is empty", index_path);
     shards = wq_calloc((size_t)n_entries, sizeof *shards);
-    WQ_CHECK_GOTO(shards, st, WQ_ERR_NOMEM, done, "safetensors index %s: out of memory", index_path);
+    WQ_CHECK_GOTO(shards, st, WQ_ERR_NOMEM, done, "safetensors index %s: out of memory",
+                  index_path);
 
     const cJSON *e;
     cJSON_ArrayForEach(e, wm)
@@ -507,7 +514,7 @@ done:
     return st;
 }
 
-// ---- public API ----------------------------------------------------------------------------------
+// ---- public API ---------------------------------------------------------------------------------
 
 wq_status wq_st_open_file(const char *path, wq_st_model **out)
 {
@@ -570,7 +577,10 @@ void wq_st_close(wq_st_model *m)
     wq_free(m);
 }
 
-int64_t wq_st_count(const wq_st_model *m) { return m ? m->n : 0; }
+int64_t wq_st_count(const wq_st_model *m)
+{
+    return m ? m->n : 0;
+}
 
 const wq_st_tensor *wq_st_at(const wq_st_model *m, int64_t i)
 {
@@ -594,7 +604,10 @@ const wq_st_tensor *wq_st_find(const wq_st_model *m, const char *name)
     return NULL;
 }
 
-const char *wq_st_dir(const wq_st_model *m) { return m && m->dir ? m->dir : ""; }
+const char *wq_st_dir(const wq_st_model *m)
+{
+    return m && m->dir ? m->dir : "";
+}
 
 /* t must point into m's own table (a copied wq_st_tensor could carry any offset). Compared as
  * integers: relational comparison of pointers into different objects is undefined. */
@@ -631,8 +644,8 @@ static wq_status read_elems_f32(const wq_st_model *m, const wq_st_tensor *t, uin
     case WQ_DTYPE_F64:
         break;
     default:
-        WQ_LOG_ERROR("safetensors %s: tensor '%s': dtype %s is not a float type (read it raw)", path,
-                     t->name, wq_dtype_name(t->dtype));
+        WQ_LOG_ERROR("safetensors %s: tensor '%s': dtype %s is not a float type (read it raw)",
+                     path, t->name, wq_dtype_name(t->dtype));
         return WQ_ERR_FORMAT;
     }
     size_t chunk_elems = ST_CONVERT_CHUNK / esz;

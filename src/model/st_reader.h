@@ -1,6 +1,6 @@
 /* st_reader.h: read-only access to safetensors checkpoints (one file, or shards listed by
- * model.safetensors.index.json). Headers are parsed and fully validated at open; tensor data is read
- * on demand with pread, one tensor (or row range) at a time, never the whole model.
+ * model.safetensors.index.json). Headers are parsed and fully validated at open; tensor data is
+ * read on demand with pread, one tensor (or row range) at a time, never the whole model.
  * Layer: model. Not collective; no MPI. */
 #ifndef WQ_ST_READER_H
 #define WQ_ST_READER_H
@@ -19,12 +19,12 @@ extern "C" {
 typedef struct {
     char name[256];
     wq_dtype dtype;
-    int ndim;           /* 0..4; a scalar has ndim 0 and numel 1 */
-    int64_t shape[4];   /* unused dims are 0 */
+    int ndim;         /* 0..4; a scalar has ndim 0 and numel 1 */
+    int64_t shape[4]; /* unused dims are 0 */
     int64_t numel;
-    size_t nbytes;      /* numel * wq_dtype_size(dtype) */
-    int file_index;     /* shard index inside the model (0 for a single file) */
-    uint64_t offset;    /* absolute byte offset of the data in that shard */
+    size_t nbytes;   /* numel * wq_dtype_size(dtype) */
+    int file_index;  /* shard index inside the model (0 for a single file) */
+    uint64_t offset; /* absolute byte offset of the data in that shard */
 } wq_st_tensor;
 
 /* Opaque handle: open file descriptors plus the sorted tensor table. */
@@ -33,8 +33,8 @@ typedef struct wq_st_model wq_st_model;
 /* Opens <dir>/model.safetensors, or, if that does not exist, <dir>/model.safetensors.index.json and
  * the shards it names. Every header and the index are validated before returning.
  * Ownership: *out is library-owned; release with wq_st_close. *out is NULL on failure.
- * Errors: WQ_ERR_ARG (NULL args), WQ_ERR_IO (missing/unreadable file), WQ_ERR_FORMAT (corrupt header or
- * index; the log names file and tensor/key), WQ_ERR_NOMEM. */
+ * Errors: WQ_ERR_ARG (NULL args), WQ_ERR_IO (missing/unreadable file), WQ_ERR_FORMAT (corrupt
+ * header or index; the log names file and tensor/key), WQ_ERR_NOMEM. */
 wq_status wq_st_open(const char *dir, wq_st_model **out);
 /* Opens one .safetensors file. wq_st_dir() is then the directory containing it.
  * Same ownership and errors as wq_st_open. */

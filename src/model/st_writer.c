@@ -1,7 +1,7 @@
 /* st_writer.c: streaming safetensors writer and index.json writer. The JSON is produced by hand (a
  * tiny string builder) so offsets print as exact integers and all memory goes through wq_malloc.
- * Files are written to "<path>.tmp" and renamed only after a successful fsync, so a crash never leaves
- * a truncated checkpoint under the final name. Layer: model. */
+ * Files are written to "<path>.tmp" and renamed only after a successful fsync, so a crash never
+ * leaves a truncated checkpoint under the final name. Layer: model. */
 #include "model/st_writer.h"
 
 #include <errno.h>
@@ -39,7 +39,7 @@ struct wq_st_writer {
     uint64_t written; /* data bytes written so far */
 };
 
-// ---- string builder ------------------------------------------------------------------------------
+// ---- string builder -----------------------------------------------------------------------------
 
 typedef struct {
     char *p;
@@ -51,7 +51,8 @@ static void sb_reserve(sbuf *b, size_t extra)
 {
     if (b->oom || b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra + 1) cap *= 2;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
     char *p = wq_malloc(cap);
     if (!p) {
         b->oom = true;
@@ -73,7 +74,10 @@ static void sb_putn(sbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+static void sb_puts(sbuf *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
 
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sbuf *b, const char *fmt, ...)
@@ -107,7 +111,7 @@ static void sb_json_str(sbuf *b, const char *s)
     sb_putn(b, "\"", 1);
 }
 
-// ---- file helpers --------------------------------------------------------------------------------
+// ---- file helpers -------------------------------------------------------------------------------
 
 static wq_status write_all(int fd, const void *data, size_t n, const char *path)
 {
@@ -169,7 +173,7 @@ static void writer_free(wq_st_writer *w)
     wq_free(w);
 }
 
-// ---- writer --------------------------------------------------------------------------------------
+// ---- writer -------------------------------------------------------------------------------------
 
 wq_status wq_st_writer_create(const char *path, wq_st_writer **out)
 {
@@ -214,7 +218,8 @@ wq_status wq_st_writer_declare(wq_st_writer *w, const char *name, wq_dtype dtype
     }
     size_t esz = wq_dtype_size(dtype);
     if (esz == 0 || ndim < 0 || ndim > 4 || (ndim > 0 && !shape)) {
-        WQ_LOG_ERROR("safetensors writer %s: tensor '%s': bad dtype or ndim %d", w->path, name, ndim);
+        WQ_LOG_ERROR("safetensors writer %s: tensor '%s': bad dtype or ndim %d", w->path, name,
+                     ndim);
         return WQ_ERR_ARG;
     }
     uint64_t numel = 1;
@@ -246,7 +251,8 @@ wq_status wq_st_writer_declare(wq_st_writer *w, const char *name, wq_dtype dtype
     memcpy(d->name, name, len + 1);
     d->dtype = dtype;
     d->ndim = ndim;
-    for (int k = 0; k < ndim; k++) d->shape[k] = shape[k];
+    for (int k = 0; k < ndim; k++)
+        d->shape[k] = shape[k];
     d->nbytes = numel * esz;
     w->total += d->nbytes;
     return WQ_OK;
@@ -264,16 +270,19 @@ wq_status wq_st_writer_begin_data(wq_st_writer *w)
         if (i) sb_puts(&b, ",");
         sb_json_str(&b, d->name);
         sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", wq_dtype_name(d->dtype));
-        for (int k = 0; k < d->ndim; k++) sb_printf(&b, "%s%" PRId64, k ? "," : "", d->shape[k]);
+        for (int k = 0; k < d->ndim; k++)
+            sb_printf(&b, "%s%" PRId64, k ? "," : "", d->shape[k]);
         sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + d->nbytes);
         off += d->nbytes;
     }
     sb_puts(&b, "}");
     /* Pad with spaces so the data section starts 8-byte aligned (what other writers do). */
-    while (!b.oom && (b.len % 8) != 0) sb_puts(&b, " ");
+    while (!b.oom && (b.len % 8) != 0)
+        sb_puts(&b, " ");
     WQ_CHECK_GOTO(!b.oom, st, WQ_ERR_NOMEM, done, "safetensors writer %s: out of memory", w->path);
     unsigned char lenb[8];
-    for (int k = 0; k < 8; k++) lenb[k] = (unsigned char)(((uint64_t)b.len >> (8 * k)) & 0xff);
+    for (int k = 0; k < 8; k++)
+        lenb[k] = (unsigned char)(((uint64_t)b.len >> (8 * k)) & 0xff);
     WQ_TRY_GOTO(write_all(w->fd, lenb, 8, w->tmp), st, done);
     WQ_TRY_GOTO(write_all(w->fd, b.p, b.len, w->tmp), st, done);
     w->began = true;
@@ -337,7 +346,7 @@ void wq_st_writer_abort(wq_st_writer *w)
     writer_free(w);
 }
 
-// ---- index ---------------------------------------------------------------------------------------
+// ---- index --------------------------------------------------------------------------------------
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -366,8 +375,8 @@ wq_status wq_st_write_index(const char *dir, const char *const *names, const int
         sorted = wq_malloc(sizeof *sorted * (size_t)n_tensors);
         WQ_CHECK_GOTO(sorted, st, WQ_ERR_NOMEM, done, "safetensors index: out of memory");
         for (int64_t i = 0; i < n_tensors; i++) {
-            WQ_CHECK_GOTO(names[i], st, WQ_ERR_ARG, done, "safetensors index: entry %lld has no name",
-                          (long long)i);
+            WQ_CHECK_GOTO(names[i], st, WQ_ERR_ARG, done,
+                          "safetensors index: entry %lld has no name", (long long)i);
             sorted[i] = names[i];
         }
         qsort(sorted, (size_t)n_tensors, sizeof *sorted, cmp_str);
@@ -375,7 +384,8 @@ wq_status wq_st_write_index(const char *dir, const char *const *names, const int
             WQ_CHECK_GOTO(strcmp(sorted[i - 1], sorted[i]) != 0, st, WQ_ERR_ARG, done,
                           "safetensors index: tensor '%s' is listed twice", sorted[i]);
     }
-    sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %" PRIu64 "},\n  \"weight_map\": {", total_size);
+    sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %" PRIu64 "},\n  \"weight_map\": {",
+              total_size);
     for (int64_t i = 0; i < n_tensors; i++) {
         WQ_CHECK_GOTO(names[i] && shard_of[i] >= 0 && shard_of[i] < n_shards, st, WQ_ERR_ARG, done,
                       "safetensors index: entry %lld has no name or a bad shard index",

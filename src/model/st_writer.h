@@ -1,6 +1,6 @@
 /* st_writer.h: streaming safetensors writer (exporters, synthetic test models) and the sharded
- * model.safetensors.index.json writer. Tensors are declared first, then the header is written, then data
- * is streamed in declaration order; the file appears atomically (path.tmp renamed on finish).
+ * model.safetensors.index.json writer. Tensors are declared first, then the header is written, then
+ * data is streamed in declaration order; the file appears atomically (path.tmp renamed on finish).
  * Layer: model. Not collective; no MPI. */
 #ifndef WQ_ST_WRITER_H
 #define WQ_ST_WRITER_H
