@@ -1,18 +1,19 @@
 /* bench_forward.c: throughput of one fp32 Llama decoder block (wq_kern_block_forward_batch) on a
- * synthetic Llama-2-7B-shaped layer with GQA (d 4096, FFN 11008, 32 heads, 8 KV heads, head_dim 128,
- * seeded random weights), B sequences of T tokens (default 1 x 512), unchunked and in token chunks,
- * as a ratio to the OpenBLAS sgemm peak (2048^3, NoTrans x NoTrans) measured in the same process with
- * the same thread count (1 by default).
+ * synthetic Llama-2-7B-shaped layer with GQA (d 4096, FFN 11008, 32 heads, 8 KV heads, head_dim
+ * 128, seeded random weights), B sequences of T tokens (default 1 x 512), unchunked and in token
+ * chunks, as a ratio to the OpenBLAS sgemm peak (2048^3, NoTrans x NoTrans) measured in the same
+ * process with the same thread count (1 by default).
  *
  * Usage: bench_forward [--threads N] [--tokens T] [--batch B] [--chunk C] [--kv-heads K] [--reps R]
  * Defaults: 1 thread, 1 x 512 tokens, chunk 256, 8 KV heads, 2 rounds (~20 s on a busy core).
  *
- * Measurement: the peak sgemm and the block runs are interleaved, R rounds, and the best time of each
- * is kept, so a neighbour process that steals the core for a while biases both sides alike. With one
- * thread the figures are also given in thread CPU time (CLOCK_THREAD_CPUTIME_ID: time this thread
- * actually ran), which is what to trust on a shared machine.
- * FLOPs counted: 2 * B*T * (params of the 7 linears) + causal attention 2 * 2 * H * D * T(T+1)/2 per
- * sequence (QK^T and PV over the kept lower triangle); norms, RoPE, softmax and SwiGLU are not
+ * Measurement: the peak sgemm and the block runs are interleaved, R rounds, and the best time of
+ * each is kept, so a neighbour process that steals the core for a while biases both sides alike.
+ * With one thread the figures are also given in thread CPU time (CLOCK_THREAD_CPUTIME_ID: time this
+ * thread actually ran), which is what to trust on a shared machine.
+ *
+ * FLOPs counted: 2 * B*T * (params of the 7 linears) + causal attention 2 * 2 * H * D * T(T+1)/2
+ * per sequence (QK^T and PV over the kept lower triangle); norms, RoPE, softmax and SwiGLU are not
  * counted (and the masked upper part of each attention panel is computed but not counted). */
 #include <math.h>
 #include <stdio.h>
@@ -48,10 +49,8 @@ static stamp since(stamp t0)
 
 static void keep_best(stamp *best, stamp t)
 {
-    if (t.wall < best->wall)
-        best->wall = t.wall;
-    if (t.cpu < best->cpu)
-        best->cpu = t.cpu;
+    if (t.wall < best->wall) best->wall = t.wall;
+    if (t.cpu < best->cpu) best->cpu = t.cpu;
 }
 
 /* splitmix64 -> uniform [-1, 1) */
@@ -75,7 +74,10 @@ static void *alloc_bytes(size_t n)
     return p;
 }
 
-static float *alloc_f(size_t n) { return alloc_bytes(n * sizeof(float)); }
+static float *alloc_f(size_t n)
+{
+    return alloc_bytes(n * sizeof(float));
+}
 
 /* Uniform in [-s, s): with s ~ 1/sqrt(fan_in) activations stay O(1) through the block. */
 static float *rand_f(size_t n, float s)
@@ -104,8 +106,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--tokens T] [--batch B] [--chunk C] "
-                            "[--kv-heads K] [--reps R]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--threads N] [--tokens T] [--batch B] [--chunk C] "
+                    "[--kv-heads K] [--reps R]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -169,7 +173,8 @@ int main(int argc, char **argv)
 
     const double params = (double)(qd * d + 2 * kvd * d + d * qd + 3 * F * d);
     const double flops = 2.0 * (double)n * params + (double)B * 4.0 * (double)cfg.n_heads *
-                                                        (double)D * (double)T * (double)(T + 1) / 2.0;
+                                                        (double)D * (double)T * (double)(T + 1) /
+                                                        2.0;
     const double peak_flops = 2.0 * (double)pn * pn * pn;
     stamp best_peak = {INFINITY, INFINITY}, best[2] = {{INFINITY, INFINITY}, {INFINITY, INFINITY}};
     stamp bench_t0 = now();
@@ -183,8 +188,7 @@ int main(int argc, char **argv)
             t = now();
             wq_kern_block_forward_batch(&cfg, &w, x, B, T, plans[p], rc, rs, ws[p], NULL);
             keep_best(&best[p], since(t));
-            if (p == 0)
-                memcpy(x_full, x, (size_t)(n * d) * sizeof *x);
+            if (p == 0) memcpy(x_full, x, (size_t)(n * d) * sizeof *x);
         }
     }
     const double bench_s = since(bench_t0).wall;
@@ -203,8 +207,7 @@ int main(int argc, char **argv)
            flops / 1e9);
     const int cpu_ok = threads == 1;
     printf("  sgemm peak (2048^3)        wall %7.2f GFLOP/s", peak_flops / best_peak.wall / 1e9);
-    if (cpu_ok)
-        printf("   cpu %7.2f GFLOP/s", peak_flops / best_peak.cpu / 1e9);
+    if (cpu_ok) printf("   cpu %7.2f GFLOP/s", peak_flops / best_peak.cpu / 1e9);
     printf("\n");
     for (int p = 0; p < 2; p++) {
         char name[64];
@@ -215,11 +218,13 @@ int main(int argc, char **argv)
                      (long long)wq_kern_block_step_rows(T, plans[p]));
         const double gw = flops / best[p].wall / 1e9, gc = flops / best[p].cpu / 1e9;
         printf("  block %-26s workspace %7.1f MiB\n", name, (double)wsb[p] / 1048576.0);
-        printf("    wall: %.3f s  %8.1f tokens/s  %7.2f GFLOP/s  ratio to peak %.3f\n", best[p].wall,
-               (double)n / best[p].wall, gw, gw / (peak_flops / best_peak.wall / 1e9));
+        printf("    wall: %.3f s  %8.1f tokens/s  %7.2f GFLOP/s  ratio to peak %.3f\n",
+               best[p].wall, (double)n / best[p].wall, gw,
+               gw / (peak_flops / best_peak.wall / 1e9));
         if (cpu_ok)
             printf("    cpu:  %.3f s  %8.1f tokens/s  %7.2f GFLOP/s  ratio to peak %.3f\n",
-                   best[p].cpu, (double)n / best[p].cpu, gc, gc / (peak_flops / best_peak.cpu / 1e9));
+                   best[p].cpu, (double)n / best[p].cpu, gc,
+                   gc / (peak_flops / best_peak.cpu / 1e9));
     }
     printf("  target: ratio >= 0.6; chunked vs unchunked max |diff| %.3g (max |x| %.3g)\n", maxdiff,
            maxabs);

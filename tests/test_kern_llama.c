@@ -1,10 +1,11 @@
-/* test_kern_llama.c: the fp32 Llama decoder kernels (src/kernels/kern_{llama,attn,block,llama_ref}.c)
- * against naive double references written here with plain loops, on random small shapes (GQA 8/4,
- * 4/1, MHA, odd T, qkv bias, captures), the BLAS paths against their scalar `_ref` kernels, the
- * batched/chunked block against the per-sequence one (every step plan, capture pointers and the
- * streaming hook), then the real stories260K checkpoint: greedy decode from BOS must reproduce
- * llama2.c's ids exactly (step by step, and teacher-forced through the batched chunked path), and
- * TinyStories perplexity must match the PyTorch reference. */
+/* test_kern_llama.c: the fp32 Llama decoder kernels
+ * (src/kernels/kern_{llama,attn,block,llama_ref}.c) against naive double references written here
+ * with plain loops, on random small shapes (GQA 8/4, 4/1, MHA, odd T, qkv bias, captures), the BLAS
+ * paths against their scalar `_ref` kernels, the batched/chunked block against the per-sequence one
+ * (every step plan, capture pointers and the streaming hook), then the real stories260K checkpoint:
+ * greedy decode from BOS must reproduce llama2.c's ids exactly (step by step, and teacher-forced
+ * through the batched chunked path), and TinyStories perplexity must match the PyTorch reference.
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,8 @@ static void *xalloc(size_t bytes)
     return p;
 }
 
-/* Exactly `bytes` (no slack), so a sanitizer build catches any write past a workspace size query. */
+/* Exactly `bytes` (no slack), so a sanitizer build catches any write past a workspace size query.
+ */
 static void *walloc(size_t bytes)
 {
     void *p = malloc(bytes ? bytes : 1);
@@ -58,7 +60,10 @@ static float *randf(size_t n, float stddev, uint64_t seed)
     return p;
 }
 
-static double *dalloc(size_t n) { return xalloc(n * sizeof(double)); }
+static double *dalloc(size_t n)
+{
+    return xalloc(n * sizeof(double));
+}
 
 /* max |got - ref| / max |ref| (absolute when ref is all zero). */
 static double rel_err(const double *ref, const float *got, size_t n)
@@ -85,7 +90,8 @@ static void check_close(const char *what, const double *ref, const float *got, s
 
 static void widen(double *d, const float *f, size_t n)
 {
-    for (size_t i = 0; i < n; i++) d[i] = f[i];
+    for (size_t i = 0; i < n; i++)
+        d[i] = f[i];
 }
 
 static wq_model_cfg small_cfg(int64_t d, int64_t H, int64_t Hkv, int64_t D, int64_t F, int64_t V)
@@ -115,18 +121,22 @@ static void ref_linear(double *y, const double *x, const float *w, const float *
     for (int64_t t = 0; t < T; t++)
         for (int64_t o = 0; o < out; o++) {
             double s = b ? b[o] : 0.0;
-            for (int64_t i = 0; i < in; i++) s += x[t * in + i] * (double)w[o * in + i];
+            for (int64_t i = 0; i < in; i++)
+                s += x[t * in + i] * (double)w[o * in + i];
             y[t * out + o] = s;
         }
 }
 
-static void ref_rmsnorm(double *y, const double *x, const float *w, int64_t T, int64_t d, double eps)
+static void ref_rmsnorm(double *y, const double *x, const float *w, int64_t T, int64_t d,
+                        double eps)
 {
     for (int64_t t = 0; t < T; t++) {
         double ss = 0.0;
-        for (int64_t i = 0; i < d; i++) ss += x[t * d + i] * x[t * d + i];
+        for (int64_t i = 0; i < d; i++)
+            ss += x[t * d + i] * x[t * d + i];
         double r = 1.0 / sqrt(ss / (double)d + eps);
-        for (int64_t i = 0; i < d; i++) y[t * d + i] = (double)w[i] * x[t * d + i] * r;
+        for (int64_t i = 0; i < d; i++)
+            y[t * d + i] = (double)w[i] * x[t * d + i] * r;
     }
 }
 
@@ -161,10 +171,12 @@ static void ref_attention(double *out, const double *q, const double *k, const d
                 p[j] = s / sqrt((double)D);
                 if (p[j] > mx) mx = p[j];
             }
-            for (int64_t j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+            for (int64_t j = 0; j <= i; j++)
+                sum += (p[j] = exp(p[j] - mx));
             for (int64_t e = 0; e < D; e++) {
                 double o = 0.0;
-                for (int64_t j = 0; j <= i; j++) o += p[j] / sum * v[j * Hkv * D + g * D + e];
+                for (int64_t j = 0; j <= i; j++)
+                    o += p[j] / sum * v[j * Hkv * D + g * D + e];
                 out[i * H * D + h * D + e] = o;
             }
         }
@@ -172,15 +184,18 @@ static void ref_attention(double *out, const double *q, const double *k, const d
     free(p);
 }
 
-static double silu(double z) { return z / (1.0 + exp(-z)); }
+static double silu(double z)
+{
+    return z / (1.0 + exp(-z));
+}
 
 /* Intermediates of the reference block, for checking the captures. */
 typedef struct {
     double *x_attn, *x_o, *x_mlp, *x_down, *x_out;
 } ref_block_out;
 
-static void ref_block(const wq_model_cfg *c, const wq_block_weights *w, const float *x_in, int64_t T,
-                      ref_block_out *r)
+static void ref_block(const wq_model_cfg *c, const wq_block_weights *w, const float *x_in,
+                      int64_t T, ref_block_out *r)
 {
     int64_t d = c->hidden_size, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
     int64_t F = c->intermediate_size;
@@ -196,13 +211,16 @@ static void ref_block(const wq_model_cfg *c, const wq_block_weights *w, const fl
     ref_rope(k, T, Hkv, D, c->rope_theta);
     ref_attention(r->x_o, q, k, v, T, H, Hkv, D);
     ref_linear(br, r->x_o, w->wo, NULL, T, H * D, d);
-    for (int64_t i = 0; i < T * d; i++) x[i] += br[i];
+    for (int64_t i = 0; i < T * d; i++)
+        x[i] += br[i];
     ref_rmsnorm(r->x_mlp, x, w->mlp_norm, T, d, c->rms_norm_eps);
     ref_linear(r->x_down, r->x_mlp, w->w_gate, NULL, T, d, F);
     ref_linear(up, r->x_mlp, w->w_up, NULL, T, d, F);
-    for (int64_t i = 0; i < T * F; i++) r->x_down[i] = silu(r->x_down[i]) * up[i];
+    for (int64_t i = 0; i < T * F; i++)
+        r->x_down[i] = silu(r->x_down[i]) * up[i];
     ref_linear(br, r->x_down, w->w_down, NULL, T, F, d);
-    for (int64_t i = 0; i < T * d; i++) r->x_out[i] = x[i] + br[i];
+    for (int64_t i = 0; i < T * d; i++)
+        r->x_out[i] = x[i] + br[i];
     free(x), free(q), free(k), free(v), free(br), free(up);
 }
 
@@ -216,7 +234,8 @@ static void linear_should_match_reference_with_and_without_bias(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t T = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
         uint64_t seed = WQ_TEST_SEED + s;
-        float *x = randf((size_t)(T * in), 1.0f, seed), *w = randf((size_t)(out * in), 0.2f, seed + 1);
+        float *x = randf((size_t)(T * in), 1.0f, seed),
+              *w = randf((size_t)(out * in), 0.2f, seed + 1);
         float *b = randf((size_t)out, 0.5f, seed + 2), *y = xalloc((size_t)(T * out) * sizeof *y);
         double *xd = dalloc((size_t)(T * in)), *yd = dalloc((size_t)(T * out));
         widen(xd, x, (size_t)(T * in));
@@ -235,7 +254,8 @@ static void rmsnorm_should_match_reference_in_place_and_out_of_place(void **stat
 {
     (void)state;
     const int64_t T = 9, d = 67;
-    float *x = randf((size_t)(T * d), 3.0f, WQ_TEST_SEED), *w = randf((size_t)d, 1.0f, WQ_TEST_SEED + 1);
+    float *x = randf((size_t)(T * d), 3.0f, WQ_TEST_SEED),
+          *w = randf((size_t)d, 1.0f, WQ_TEST_SEED + 1);
     float *y = xalloc((size_t)(T * d) * sizeof *y);
     double *xd = dalloc((size_t)(T * d)), *yd = dalloc((size_t)(T * d));
     widen(xd, x, (size_t)(T * d));
@@ -247,7 +267,8 @@ static void rmsnorm_should_match_reference_in_place_and_out_of_place(void **stat
     /* an all-zero row stays finite (eps) and becomes zero */
     memset(x, 0, (size_t)d * sizeof *x);
     wq_kern_rmsnorm(y, x, w, 1, d, 1e-5);
-    for (int64_t i = 0; i < d; i++) assert_true(y[i] == 0.0f);
+    for (int64_t i = 0; i < d; i++)
+        assert_true(y[i] == 0.0f);
     free(x), free(w), free(y), free(xd), free(yd);
 }
 
@@ -273,7 +294,8 @@ static void rope_tables_should_follow_hf_fp32_procedure(void **state)
     check_close("rope cos vs exact", cd, c, (size_t)(T * half), WQ_TOL_LLAMA_ROPE_ABS, 0);
     check_close("rope sin vs exact", sd, s, (size_t)(T * half), WQ_TOL_LLAMA_ROPE_ABS, 0);
     /* position 0 is the identity, and inv_freq[0] = 1 */
-    for (int64_t i = 0; i < half; i++) assert_true(c[i] == 1.0f && s[i] == 0.0f);
+    for (int64_t i = 0; i < half; i++)
+        assert_true(c[i] == 1.0f && s[i] == 0.0f);
     assert_true(s[1 * half] == (float)sin(1.0));
     free(c), free(s), free(cd), free(sd);
 }
@@ -302,13 +324,18 @@ static void attention_should_match_reference_for_gqa_shapes(void **state)
 {
     (void)state;
     /* {T, H, Hkv, D}: GQA 8/4 and 4/1, MHA, odd T, T crossing the WQ_ATTN_ROW_BLOCK panel */
-    const int64_t cases[][4] = {{1, 8, 4, 8}, {7, 8, 4, 8}, {13, 4, 1, 16}, {5, 2, 2, 4},
-                                {WQ_ATTN_ROW_BLOCK + 7, 8, 4, 8}, {2 * WQ_ATTN_ROW_BLOCK + 1, 4, 1, 6}};
+    const int64_t cases[][4] = {{1, 8, 4, 8},
+                                {7, 8, 4, 8},
+                                {13, 4, 1, 16},
+                                {5, 2, 2, 4},
+                                {WQ_ATTN_ROW_BLOCK + 7, 8, 4, 8},
+                                {2 * WQ_ATTN_ROW_BLOCK + 1, 4, 1, 6}};
     for (size_t cs = 0; cs < sizeof cases / sizeof cases[0]; cs++) {
         int64_t T = cases[cs][0], H = cases[cs][1], Hkv = cases[cs][2], D = cases[cs][3];
         uint64_t seed = WQ_TEST_SEED + 100 + cs;
         size_t nq = (size_t)(T * H * D), nk = (size_t)(T * Hkv * D);
-        float *q = randf(nq, 1.5f, seed), *k = randf(nk, 1.5f, seed + 1), *v = randf(nk, 1.0f, seed + 2);
+        float *q = randf(nq, 1.5f, seed), *k = randf(nk, 1.5f, seed + 1),
+              *v = randf(nk, 1.0f, seed + 2);
         float *o = xalloc(nq * sizeof *o);
         void *ws = walloc(wq_kern_attention_workspace_bytes(T));
         memset(ws, 0xff, wq_kern_attention_workspace_bytes(T)); /* NaN garbage must not leak */
@@ -329,9 +356,12 @@ static void attention_should_match_reference_for_gqa_shapes(void **state)
         /* query row ranges (chunked prefill): bitwise when both ends are panel boundaries (or the
          * sequence end), close otherwise */
         const int64_t B0 = WQ_ATTN_ROW_BLOCK;
-        const int64_t ranges[][2] = {{0, T}, {0, T < B0 ? T : B0}, {T / 3, T - T / 3},
+        const int64_t ranges[][2] = {{0, T},
+                                     {0, T < B0 ? T : B0},
+                                     {T / 3, T - T / 3},
                                      {T > B0 ? B0 : T / 2, T > B0 ? T - B0 : T - T / 2},
-                                     {T / 2, (T - T / 2 + 1) / 2}, {T - 1, 1}};
+                                     {T / 2, (T - T / 2 + 1) / 2},
+                                     {T - 1, 1}};
         for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
             int64_t t0 = ranges[i][0], n = ranges[i][1], qd1 = H * D;
             memset(o2, 0xff, nq * sizeof *o2);
@@ -353,15 +383,19 @@ static void mlp_should_match_reference(void **state)
     const int64_t T = 5, d = 24, F = 43;
     uint64_t seed = WQ_TEST_SEED + 200;
     float *x = randf((size_t)(T * d), 1.0f, seed), *wg = randf((size_t)(F * d), 0.3f, seed + 1);
-    float *wu = randf((size_t)(F * d), 0.3f, seed + 2), *wd = randf((size_t)(d * F), 0.3f, seed + 3);
-    float *g = xalloc((size_t)(T * F) * 4), *u = xalloc((size_t)(T * F) * 4), *y = xalloc((size_t)(T * d) * 4);
-    double *xd = dalloc((size_t)(T * d)), *gd = dalloc((size_t)(T * F)), *ud = dalloc((size_t)(T * F));
+    float *wu = randf((size_t)(F * d), 0.3f, seed + 2),
+          *wd = randf((size_t)(d * F), 0.3f, seed + 3);
+    float *g = xalloc((size_t)(T * F) * 4), *u = xalloc((size_t)(T * F) * 4),
+          *y = xalloc((size_t)(T * d) * 4);
+    double *xd = dalloc((size_t)(T * d)), *gd = dalloc((size_t)(T * F)),
+           *ud = dalloc((size_t)(T * F));
     double *yd = dalloc((size_t)(T * d));
     widen(xd, x, (size_t)(T * d));
     wq_kern_mlp(y, x, wg, wu, wd, T, d, F, g, u);
     ref_linear(gd, xd, wg, NULL, T, d, F);
     ref_linear(ud, xd, wu, NULL, T, d, F);
-    for (int64_t i = 0; i < T * F; i++) gd[i] = silu(gd[i]) * ud[i];
+    for (int64_t i = 0; i < T * F; i++)
+        gd[i] = silu(gd[i]) * ud[i];
     ref_linear(yd, gd, wd, NULL, T, F, d);
     check_close("mlp hidden", gd, g, (size_t)(T * F), WQ_TOL_LLAMA_PIECE, seed);
     check_close("mlp", yd, y, (size_t)(T * d), WQ_TOL_LLAMA_PIECE * 4, seed);
@@ -388,13 +422,15 @@ static wq_block_weights make_block(const wq_model_cfg *c, bool bias, uint64_t se
     wq_block_weights w;
     memset(own, 0, sizeof *own);
     own->p[0] = randf((size_t)d, 0.3f, seed);
-    for (int64_t i = 0; i < d; i++) own->p[0][i] += 1.0f;
+    for (int64_t i = 0; i < d; i++)
+        own->p[0][i] += 1.0f;
     own->p[1] = randf((size_t)(qd * d), sd, seed + 1);
     own->p[2] = randf((size_t)(kvd * d), sd, seed + 2);
     own->p[3] = randf((size_t)(kvd * d), sd, seed + 3);
     own->p[4] = randf((size_t)(d * qd), 1.0f / sqrtf((float)qd), seed + 4);
     own->p[5] = randf((size_t)d, 0.3f, seed + 5);
-    for (int64_t i = 0; i < d; i++) own->p[5][i] += 1.0f;
+    for (int64_t i = 0; i < d; i++)
+        own->p[5][i] += 1.0f;
     own->p[6] = randf((size_t)(F * d), sd, seed + 6);
     own->p[7] = randf((size_t)(F * d), sd, seed + 7);
     own->p[8] = randf((size_t)(d * F), 1.0f / sqrtf((float)F), seed + 8);
@@ -403,24 +439,35 @@ static wq_block_weights make_block(const wq_model_cfg *c, bool bias, uint64_t se
         own->p[10] = randf((size_t)kvd, 0.5f, seed + 10);
         own->p[11] = randf((size_t)kvd, 0.5f, seed + 11);
     }
-    w = (wq_block_weights){.attn_norm = own->p[0], .wq = own->p[1], .wk = own->p[2], .wv = own->p[3],
-                           .wo = own->p[4], .mlp_norm = own->p[5], .w_gate = own->p[6],
-                           .w_up = own->p[7], .w_down = own->p[8], .bq = own->p[9],
-                           .bk = own->p[10], .bv = own->p[11]};
+    w = (wq_block_weights){.attn_norm = own->p[0],
+                           .wq = own->p[1],
+                           .wk = own->p[2],
+                           .wv = own->p[3],
+                           .wo = own->p[4],
+                           .mlp_norm = own->p[5],
+                           .w_gate = own->p[6],
+                           .w_up = own->p[7],
+                           .w_down = own->p[8],
+                           .bq = own->p[9],
+                           .bk = own->p[10],
+                           .bv = own->p[11]};
     return w;
 }
 
 static void free_block(rand_block *own)
 {
-    for (int i = 0; i < 12; i++) free(own->p[i]);
+    for (int i = 0; i < 12; i++)
+        free(own->p[i]);
 }
 
 static void block_should_match_reference_and_capture_exact_operands(void **state)
 {
     (void)state;
     /* {d, H, Hkv, D, F, T, bias} */
-    const int64_t cases[][7] = {{32, 8, 4, 4, 40, 7, 0},  {48, 4, 1, 12, 100, 13, 1},
-                                {24, 2, 2, 12, 33, 1, 0}, {64, 8, 4, 8, 172, 70, 1},
+    const int64_t cases[][7] = {{32, 8, 4, 4, 40, 7, 0},
+                                {48, 4, 1, 12, 100, 13, 1},
+                                {24, 2, 2, 12, 33, 1, 0},
+                                {64, 8, 4, 8, 172, 70, 1},
                                 {40, 4, 2, 10, 50, 5, 1}};
     for (size_t cs = 0; cs < sizeof cases / sizeof cases[0]; cs++) {
         const int64_t *k = cases[cs];
@@ -432,23 +479,27 @@ static void block_should_match_reference_and_capture_exact_operands(void **state
         wq_block_weights w = make_block(&c, k[6] != 0, seed, &own);
         float *x0 = randf((size_t)(T * d), 1.0f, seed + 15);
         float *x = xalloc((size_t)(T * d) * 4), *x2 = xalloc((size_t)(T * d) * 4);
-        float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4), *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
+        float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4),
+              *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
         size_t wsb = wq_kern_block_workspace_bytes(&c, T);
         void *ws = walloc(wsb);
         wq_block_capture cap = {xalloc((size_t)(T * d) * 4), xalloc((size_t)(T * qd) * 4),
                                 xalloc((size_t)(T * d) * 4), xalloc((size_t)(T * F) * 4)};
-        ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)), dalloc((size_t)(T * d)),
-                           dalloc((size_t)(T * F)), dalloc((size_t)(T * d))};
+        ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)),
+                           dalloc((size_t)(T * d)), dalloc((size_t)(T * F)),
+                           dalloc((size_t)(T * d))};
 
         wq_kern_rope_tables(&c, T, rc, rs);
         memcpy(x, x0, (size_t)(T * d) * 4);
         memset(ws, 0xff, wsb);
         wq_kern_block_forward(&c, &w, x, T, rc, rs, ws, &cap);
         ref_block(&c, &w, x0, T, &r);
-        check_close("block x_attn", r.x_attn, cap.x_attn, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK, seed);
+        check_close("block x_attn", r.x_attn, cap.x_attn, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK,
+                    seed);
         check_close("block x_o", r.x_o, cap.x_o, (size_t)(T * qd), WQ_TOL_LLAMA_BLOCK, seed);
         check_close("block x_mlp", r.x_mlp, cap.x_mlp, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK, seed);
-        check_close("block x_down", r.x_down, cap.x_down, (size_t)(T * F), WQ_TOL_LLAMA_BLOCK, seed);
+        check_close("block x_down", r.x_down, cap.x_down, (size_t)(T * F), WQ_TOL_LLAMA_BLOCK,
+                    seed);
         check_close("block out", r.x_out, x, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK, seed);
 
         /* captures are bitwise the operands: rebuild the block output from them */
@@ -456,11 +507,13 @@ static void block_should_match_reference_and_capture_exact_operands(void **state
         wq_kern_rmsnorm(t1, x0, w.attn_norm, T, d, c.rms_norm_eps);
         assert_memory_equal(t1, cap.x_attn, (size_t)(T * d) * 4);
         wq_kern_linear(t2, cap.x_o, w.wo, NULL, T, qd, d);
-        for (int64_t i = 0; i < T * d; i++) t2[i] += x0[i]; /* residual after attention */
+        for (int64_t i = 0; i < T * d; i++)
+            t2[i] += x0[i]; /* residual after attention */
         wq_kern_rmsnorm(t1, t2, w.mlp_norm, T, d, c.rms_norm_eps);
         assert_memory_equal(t1, cap.x_mlp, (size_t)(T * d) * 4);
         wq_kern_linear(t1, cap.x_down, w.w_down, NULL, T, F, d);
-        for (int64_t i = 0; i < T * d; i++) t1[i] += t2[i];
+        for (int64_t i = 0; i < T * d; i++)
+            t1[i] += t2[i];
         assert_memory_equal(t1, x, (size_t)(T * d) * 4);
 
         /* NULL captures (and a partial set) change nothing; garbage workspace does not matter */
@@ -482,9 +535,10 @@ static void block_should_match_reference_and_capture_exact_operands(void **state
         memset(rws, 0xff, rwsb);
         memcpy(x2, x0, (size_t)(T * d) * 4);
         wq_kern_block_forward_ref(&c, &w, x2, T, rc, rs, rws, &cap);
-        check_close("block_ref x_o", r.x_o, cap.x_o, (size_t)(T * qd), WQ_TOL_LLAMA_BLOCK / 4, seed);
-        check_close("block_ref x_down", r.x_down, cap.x_down, (size_t)(T * F), WQ_TOL_LLAMA_BLOCK / 4,
+        check_close("block_ref x_o", r.x_o, cap.x_o, (size_t)(T * qd), WQ_TOL_LLAMA_BLOCK / 4,
                     seed);
+        check_close("block_ref x_down", r.x_down, cap.x_down, (size_t)(T * F),
+                    WQ_TOL_LLAMA_BLOCK / 4, seed);
         check_close("block_ref out", r.x_out, x2, (size_t)(T * d), WQ_TOL_LLAMA_BLOCK / 4, seed);
         free(rws);
 
@@ -521,7 +575,8 @@ static void hook_rec_init(hook_rec *h, const wq_model_cfg *c, int64_t B, int64_t
 
 static void hook_rec_free(hook_rec *h)
 {
-    for (int s = 0; s < WQ_BLOCK_SITE_COUNT; s++) free(h->dst[s]);
+    for (int s = 0; s < WQ_BLOCK_SITE_COUNT; s++)
+        free(h->dst[s]);
 }
 
 static void hook_collect(void *ctx, wq_block_site site, int64_t row0, int64_t rows, int64_t cols,
@@ -535,7 +590,8 @@ static void hook_collect(void *ctx, wq_block_site site, int64_t row0, int64_t ro
     }
     /* ATTN, O, MLP, DOWN per step; ascending rows; each row once; right width */
     if ((int)site != (h->last_site + 1) % WQ_BLOCK_SITE_COUNT) h->bad++;
-    if (row0 != h->next_row[site] || rows < 1 || rows > h->step_rows || cols != h->cols[site]) h->bad++;
+    if (row0 != h->next_row[site] || rows < 1 || rows > h->step_rows || cols != h->cols[site])
+        h->bad++;
     /* a step is part of one sequence, or whole sequences */
     bool one_seq = row0 / h->T == (row0 + rows - 1) / h->T;
     bool whole = row0 % h->T == 0 && rows % h->T == 0;
@@ -549,10 +605,10 @@ static void block_step_plan_should_bound_rows_and_memory(void **state)
 {
     (void)state;
     /* {T, chunk, rows}: split sequences round up to the attention panel, whole sequences group */
-    const int64_t cases[][3] = {{130, 0, 130},  {130, 1, 64},   {130, 17, 64},  {130, 64, 64},
-                                {130, 65, 128}, {130, 128, 128}, {130, 129, 130}, {130, 200, 130},
-                                {130, 260, 260}, {130, 400, 390}, {7, 0, 7},      {7, 100, 98},
-                                {1, 5, 5},      {70, 64, 64},   {70, 65, 70}};
+    const int64_t cases[][3] = {{130, 0, 130},   {130, 1, 64},    {130, 17, 64},   {130, 64, 64},
+                                {130, 65, 128},  {130, 128, 128}, {130, 129, 130}, {130, 200, 130},
+                                {130, 260, 260}, {130, 400, 390}, {7, 0, 7},       {7, 100, 98},
+                                {1, 5, 5},       {70, 64, 64},    {70, 65, 70}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         assert_int_equal(wq_kern_block_step_rows(cases[i][0], cases[i][1]), cases[i][2]);
     /* a 4096-wide layer over 4096 tokens: chunking must cut the scratch by far (only K/V stay T) */
@@ -583,9 +639,11 @@ static void block_batch_should_match_per_sequence_for_every_chunking(void **stat
         wq_block_weights w = make_block(&c, k[5] != 0, seed, &own);
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
             const int64_t T = Ts[ti], n = B * T;
-            float *x0 = randf((size_t)(n * d), 1.0f, seed + 20 + ti), *want = xalloc((size_t)(n * d) * 4);
+            float *x0 = randf((size_t)(n * d), 1.0f, seed + 20 + ti),
+                  *want = xalloc((size_t)(n * d) * 4);
             float *x = xalloc((size_t)(n * d) * 4);
-            float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4), *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
+            float *rc = xalloc((size_t)(T * c.head_dim / 2) * 4),
+                  *rs = xalloc((size_t)(T * c.head_dim / 2) * 4);
             float *wcap[4], *gcap[4];
             for (int s = 0; s < 4; s++) {
                 wcap[s] = xalloc((size_t)(n * cols[s]) * 4);
@@ -596,8 +654,9 @@ static void block_batch_should_match_per_sequence_for_every_chunking(void **stat
             /* per sequence, unchunked (the engine's path), checked against the double reference */
             void *ws1 = walloc(wq_kern_block_workspace_bytes(&c, T));
             memcpy(want, x0, (size_t)(n * d) * 4);
-            ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)), dalloc((size_t)(T * d)),
-                               dalloc((size_t)(T * F)), dalloc((size_t)(T * d))};
+            ref_block_out r = {dalloc((size_t)(T * d)), dalloc((size_t)(T * qd)),
+                               dalloc((size_t)(T * d)), dalloc((size_t)(T * F)),
+                               dalloc((size_t)(T * d))};
             for (int64_t b = 0; b < B; b++) {
                 wq_block_capture cap = {wcap[0] + b * T * d, wcap[1] + b * T * qd,
                                         wcap[2] + b * T * d, wcap[3] + b * T * F};
@@ -619,7 +678,9 @@ static void block_batch_should_match_per_sequence_for_every_chunking(void **stat
                 wq_block_capture cap = {gcap[0], gcap[1], gcap[2], gcap[3], hook_collect, &h};
                 memcpy(x, x0, (size_t)(n * d) * 4);
                 wq_kern_block_forward_batch(&c, &w, x, B, T, chunk, rc, rs, ws, &cap);
-                if (h.bad) print_error("hook contract broken: T %lld chunk %lld\n", (long long)T, (long long)chunk);
+                if (h.bad)
+                    print_error("hook contract broken: T %lld chunk %lld\n", (long long)T,
+                                (long long)chunk);
                 assert_int_equal(h.bad, 0);
                 for (int s = 0; s < 4; s++) {
                     assert_int_equal(h.next_row[s], n);
@@ -635,8 +696,8 @@ static void block_batch_should_match_per_sequence_for_every_chunking(void **stat
                 check_close("chunked block out", wd, x, (size_t)(n * d), WQ_TOL_LLAMA_CHUNK, seed);
                 for (int s = 0; s < 4; s++) {
                     widen(wd, wcap[s], (size_t)(n * cols[s]));
-                    check_close("chunked capture", wd, gcap[s], (size_t)(n * cols[s]), WQ_TOL_LLAMA_CHUNK,
-                                seed);
+                    check_close("chunked capture", wd, gcap[s], (size_t)(n * cols[s]),
+                                WQ_TOL_LLAMA_CHUNK, seed);
                     same = same && !memcmp(wcap[s], gcap[s], (size_t)(n * cols[s]) * 4);
                 }
                 runs++;
@@ -650,14 +711,16 @@ static void block_batch_should_match_per_sequence_for_every_chunking(void **stat
                 free(wd), free(ws);
                 hook_rec_free(&h);
             }
-            for (int s = 0; s < 4; s++) free(wcap[s]), free(gcap[s]);
+            for (int s = 0; s < 4; s++)
+                free(wcap[s]), free(gcap[s]);
             free(x0), free(want), free(x), free(rc), free(rs);
         }
         free_block(&own);
     }
-    print_message("batched/chunked block: %lld of %lld step plans bitwise equal to the per-sequence "
-                  "path (the rest within %.0e)\n", (long long)bitwise, (long long)runs,
-                  WQ_TOL_LLAMA_CHUNK);
+    print_message(
+        "batched/chunked block: %lld of %lld step plans bitwise equal to the per-sequence "
+        "path (the rest within %.0e)\n",
+        (long long)bitwise, (long long)runs, WQ_TOL_LLAMA_CHUNK);
 }
 
 static void block_batch_should_be_a_noop_for_empty_batch(void **state)
@@ -689,16 +752,19 @@ static void head_should_match_reference_nll_and_argmax(void **state)
         wq_model_cfg c = small_cfg(d, 4, 4, 5, 8, V);
         float *x = randf((size_t)(T * d), 2.0f, seed), *xc = xalloc((size_t)(T * d) * 4);
         float *lm = randf((size_t)(V * d), 1.0f, seed + 1), *nw = randf((size_t)d, 0.2f, seed + 2);
-        for (int64_t i = 0; i < d; i++) nw[i] += 1.0f;
+        for (int64_t i = 0; i < d; i++)
+            nw[i] += 1.0f;
         int32_t *tg = xalloc((size_t)T * 4);
         wq_test_rng rng = {seed};
-        for (int64_t t = 0; t < T - 1; t++) tg[t] = (int32_t)(wq_test_next(&rng) % (uint64_t)V);
+        for (int64_t t = 0; t < T - 1; t++)
+            tg[t] = (int32_t)(wq_test_next(&rng) % (uint64_t)V);
         if (T > 3) tg[2] = -1; /* skipped position */
         void *ws = walloc(wq_kern_head_workspace_bytes(&c));
         double *nll = dalloc((size_t)T);
 
         /* reference: double rmsnorm, double logits, exact log-softmax */
-        double *xd = dalloc((size_t)(T * d)), *xn = dalloc((size_t)(T * d)), *ld = dalloc((size_t)(T * V));
+        double *xd = dalloc((size_t)(T * d)), *xn = dalloc((size_t)(T * d)),
+               *ld = dalloc((size_t)(T * V));
         widen(xd, x, (size_t)(T * d));
         ref_rmsnorm(xn, xd, nw, T, d, c.rms_norm_eps);
         ref_linear(ld, xn, lm, NULL, T, d, V);
@@ -721,8 +787,10 @@ static void head_should_match_reference_nll_and_argmax(void **state)
                 continue;
             }
             double mx = -INFINITY, s = 0.0;
-            for (int64_t j = 0; j < V; j++) mx = fmax(mx, ld[t * V + j]);
-            for (int64_t j = 0; j < V; j++) s += exp(ld[t * V + j] - mx);
+            for (int64_t j = 0; j < V; j++)
+                mx = fmax(mx, ld[t * V + j]);
+            for (int64_t j = 0; j < V; j++)
+                s += exp(ld[t * V + j] - mx);
             double e = log(s) + mx - ld[t * V + tg[t]];
             assert_true(fabs(nll[t] - e) < WQ_TOL_LLAMA_NLL);
             want += e;
@@ -744,7 +812,8 @@ static void embed_should_copy_rows(void **state)
     float *e = randf((size_t)(V * d), 1.0f, WQ_TEST_SEED + 600), x[4 * 6];
     int32_t ids[4] = {3, 0, 9, 3};
     wq_kern_embed(e, ids, 4, d, x);
-    for (int t = 0; t < 4; t++) assert_memory_equal(x + t * d, e + ids[t] * d, (size_t)d * 4);
+    for (int t = 0; t < 4; t++)
+        assert_memory_equal(x + t * d, e + ids[t] * d, (size_t)d * 4);
     free(e);
 }
 
@@ -786,18 +855,24 @@ static int tiny_setup(void **state)
     tm->norm = read_tensor(m, "model.norm.weight", d);
     for (int l = 0; l < 5; l++) {
         char n[128];
-        const char *names[9] = {"input_layernorm",    "self_attn.q_proj", "self_attn.k_proj",
-                                "self_attn.v_proj",   "self_attn.o_proj", "post_attention_layernorm",
-                                "mlp.gate_proj",      "mlp.up_proj",      "mlp.down_proj"};
+        const char *names[9] = {"input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
+                                "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+                                "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
         const int64_t sizes[9] = {d, qd * d, kvd * d, kvd * d, d * qd, d, F * d, F * d, d * F};
         for (int i = 0; i < 9; i++) {
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, names[i]);
             tm->buf[l][i] = read_tensor(m, n, sizes[i]);
         }
         float **b = tm->buf[l];
-        tm->layers[l] = (wq_block_weights){.attn_norm = b[0], .wq = b[1], .wk = b[2], .wv = b[3],
-                                           .wo = b[4], .mlp_norm = b[5], .w_gate = b[6],
-                                           .w_up = b[7], .w_down = b[8]};
+        tm->layers[l] = (wq_block_weights){.attn_norm = b[0],
+                                           .wq = b[1],
+                                           .wk = b[2],
+                                           .wv = b[3],
+                                           .wo = b[4],
+                                           .mlp_norm = b[5],
+                                           .w_gate = b[6],
+                                           .w_up = b[7],
+                                           .w_down = b[8]};
     }
     wq_st_close(m);
     *state = tm;
@@ -810,7 +885,8 @@ static int tiny_teardown(void **state)
     if (!tm) return 0;
     free(tm->embed), free(tm->norm);
     for (int l = 0; l < 5; l++)
-        for (int i = 0; i < 9; i++) free(tm->buf[l][i]);
+        for (int i = 0; i < 9; i++)
+            free(tm->buf[l][i]);
     free(tm);
     return 0;
 }
@@ -821,7 +897,8 @@ static void tiny_forward(const tiny_model *tm, const int32_t *ids, int64_t T, fl
 {
     wq_kern_embed(tm->embed, ids, T, tm->cfg.hidden_size, x);
     wq_kern_rope_tables(&tm->cfg, T, rc, rs);
-    for (int l = 0; l < 5; l++) wq_kern_block_forward(&tm->cfg, &tm->layers[l], x, T, rc, rs, ws, NULL);
+    for (int l = 0; l < 5; l++)
+        wq_kern_block_forward(&tm->cfg, &tm->layers[l], x, T, rc, rs, ws, NULL);
 }
 
 /* llama2.c's greedy decode from BOS: "[1, 403, ...]", 81 ids including BOS. */
@@ -830,8 +907,10 @@ static int read_greedy_ids(int32_t *ids, int cap)
     int n = 0, ch;
     FILE *f = fopen(GREEDY_IDS, "r");
     assert_non_null(f);
-    while ((ch = fgetc(f)) != EOF && ch != '[') {}
-    while (n < cap && fscanf(f, " %d ,", &ids[n]) == 1) n++;
+    while ((ch = fgetc(f)) != EOF && ch != '[') {
+    }
+    while (n < cap && fscanf(f, " %d ,", &ids[n]) == 1)
+        n++;
     fclose(f);
     return n;
 }
@@ -859,8 +938,9 @@ static void stories260k_greedy_should_reproduce_llama2c(void **state)
 }
 
 /* The same 80 greedy steps in ONE batched, chunked forward: the sequence is causal, so the argmax
- * after every prefix of llama2.c's ids must be the next id. Two copies of the sequence in the batch,
- * split in panel-sized steps (chunk 32 -> 64 rows), then grouped (chunk 200 -> both in one step). */
+ * after every prefix of llama2.c's ids must be the next id. Two copies of the sequence in the
+ * batch, split in panel-sized steps (chunk 32 -> 64 rows), then grouped (chunk 200 -> both in one
+ * step). */
 static void stories260k_batched_chunked_forward_should_reproduce_greedy(void **state)
 {
     const tiny_model *tm = *state;
@@ -878,13 +958,16 @@ static void stories260k_batched_chunked_forward_should_reproduce_greedy(void **s
         void *ws = walloc(wq_kern_block_workspace_bytes_chunked(&tm->cfg, T, chunks[ci]));
         wq_kern_embed(tm->embed, ids, B * T, d, x);
         for (int l = 0; l < 5; l++)
-            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, B, T, chunks[ci], rc, rs, ws, NULL);
+            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, B, T, chunks[ci], rc, rs, ws,
+                                        NULL);
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < T; t++) {
-                int32_t got = wq_kern_head_argmax(&tm->cfg, tm->norm, tm->embed, x + b * T * d, t + 1, hws);
+                int32_t got =
+                    wq_kern_head_argmax(&tm->cfg, tm->norm, tm->embed, x + b * T * d, t + 1, hws);
                 if (got != want[t + 1])
                     print_error("chunk %lld seq %lld position %lld: got %d want %d\n",
-                                (long long)chunks[ci], (long long)b, (long long)t, got, want[t + 1]);
+                                (long long)chunks[ci], (long long)b, (long long)t, got,
+                                want[t + 1]);
                 assert_int_equal(got, want[t + 1]);
             }
         free(ws);
@@ -922,9 +1005,11 @@ static void stories260k_tinystories_ppl_should_match_reference(void **state)
         assert_true(q->len >= 2 && q->len <= Tmax);
         wq_kern_embed(tm->embed, q->ids, q->len, d, x);
         for (int l = 0; l < 5; l++)
-            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, 1, q->len, chunk, rc, rs, ws, NULL);
+            wq_kern_block_forward_batch(&tm->cfg, &tm->layers[l], x, 1, q->len, chunk, rc, rs, ws,
+                                        NULL);
         int64_t n = 0;
-        total += wq_kern_head_nll(&tm->cfg, tm->norm, tm->embed, x, q->len, q->ids + 1, hws, NULL, &n);
+        total +=
+            wq_kern_head_nll(&tm->cfg, tm->norm, tm->embed, x, q->len, q->ids + 1, hws, NULL, &n);
         count += n;
     }
     double ppl = exp(total / (double)count);

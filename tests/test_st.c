@@ -315,7 +315,7 @@ static void st_writer_should_roundtrip_f32_f16_bf16_f64(void **state)
     t = wq_st_find(m, "b.f16");
     assert_int_equal(t->dtype, WQ_DTYPE_F16);
     assert_int_equal(t->nbytes, sizeof bh);
-    uint16_t raw[NC];
+    uint16_t raw[NB > NC ? NB : NC]; /* holds b.f16 (NB) and c.bf16 (NC) */
     assert_int_equal(wq_st_read_raw(m, t, raw), WQ_OK);
     assert_memory_equal(raw, bh, sizeof bh);
     assert_int_equal(wq_st_read_f32(m, t, got), WQ_OK);

@@ -32,8 +32,7 @@ void wq_kern_attention_rows(float *restrict out, const float *restrict q, const 
          * range starting on such a multiple issues exactly the whole-sequence calls. */
         for (int64_t r0 = t0; r0 < t1;) {
             int64_t r1 = (r0 / WQ_ATTN_ROW_BLOCK + 1) * WQ_ATTN_ROW_BLOCK;
-            if (r1 > t1)
-                r1 = t1;
+            if (r1 > t1) r1 = t1;
             const int64_t nb = r1 - r0;
             const float *qp = qh + (r0 - t0) * ldq;
             /* S[nb][r1] = scale * Q_h[r0:r1] · K_g[0:r1]^T (keys past a row's own position are

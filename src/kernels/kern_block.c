@@ -36,8 +36,8 @@ int64_t wq_kern_block_step_rows(int64_t T, int64_t token_chunk)
 }
 
 /* Workspace layout (floats, 64-byte offsets): K, V [G*T][kvd]; xn [S][d]; a region of
- * max(2 [S][qd], 2 [S][F]) holding q, att during attention and gate, up during the MLP; the attention
- * panel. */
+ * max(2 [S][qd], 2 [S][F]) holding q, att during attention and gate, up during the MLP; the
+ * attention panel. */
 typedef struct {
     float *k, *v, *xn, *q, *att, *gate, *up;
     void *attn_ws;
@@ -56,7 +56,8 @@ size_t wq_kern_block_workspace_bytes_chunked(const wq_model_cfg *cfg, int64_t T,
     const int64_t d = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim;
     const int64_t kvd = cfg->n_kv_heads * cfg->head_dim, F = cfg->intermediate_size;
     const step_plan p = plan_steps(T, token_chunk);
-    const size_t n = 2 * kl_pad(p.seqs * T * kvd) + kl_pad(p.rows * d) + region_floats(p.rows, qd, F);
+    const size_t n =
+        2 * kl_pad(p.seqs * T * kvd) + kl_pad(p.rows * d) + region_floats(p.rows, qd, F);
     return n * sizeof(float) + wq_kern_attention_workspace_bytes(T);
 }
 
@@ -92,10 +93,8 @@ static void add_inplace(float *restrict x, const float *restrict y, int64_t n)
 static void capture(const wq_block_capture *cap, wq_block_site site, float *dst, int64_t row0,
                     int64_t rows, int64_t cols, const float *src)
 {
-    if (dst)
-        memcpy(dst + row0 * cols, src, (size_t)(rows * cols) * sizeof *dst);
-    if (cap->fn)
-        cap->fn(cap->ctx, site, row0, rows, cols, src);
+    if (dst) memcpy(dst + row0 * cols, src, (size_t)(rows * cols) * sizeof *dst);
+    if (cap->fn) cap->fn(cap->ctx, site, row0, rows, cols, src);
 }
 
 /* One step: sequences [b0, b0 + ns) of the batch, positions [p0, p0 + len) of each (ns > 1 only
@@ -150,8 +149,7 @@ void wq_kern_block_forward_batch(const wq_model_cfg *cfg, const wq_block_weights
     WQ_KERN_ASSERT(cfg->head_dim % 2 == 0 && cfg->n_kv_heads > 0 &&
                    cfg->n_heads % cfg->n_kv_heads == 0);
     const wq_block_capture none = {0};
-    if (!cap)
-        cap = &none;
+    if (!cap) cap = &none;
     const int64_t d = cfg->hidden_size;
     const step_plan p = plan_steps(T, token_chunk);
     const block_ws ws = carve_ws(cfg, T, p, workspace);
@@ -174,7 +172,6 @@ void wq_kern_block_forward(const wq_model_cfg *cfg, const wq_block_weights *w, f
                            const float *rope_cos, const float *rope_sin, void *workspace,
                            const wq_block_capture *cap)
 {
-    if (T == 0)
-        return; /* the historical contract allowed an empty sequence */
+    if (T == 0) return; /* the historical contract allowed an empty sequence */
     wq_kern_block_forward_batch(cfg, w, x, 1, T, 0, rope_cos, rope_sin, workspace, cap);
 }

@@ -1,6 +1,7 @@
 /* kern_llama.c: the pieces of the fp32 Llama-family forward pass (embedding, linear, RMSNorm, RoPE,
  * SwiGLU) and the LM head (see kern_llama.h for the math, the shapes and the determinism contract).
- * Layer: kernels: no allocation, no logging, no I/O; all scratch comes from the caller's workspace. */
+ * Layer: kernels: no allocation, no logging, no I/O; all scratch comes from the caller's workspace.
+ */
 #include "kernels/kern_llama.h"
 
 #include <cblas.h>
@@ -28,8 +29,7 @@ void wq_kern_linear(float *restrict y, const float *restrict x, const float *res
 {
     WQ_KERN_ASSERT(y && x && w && T >= 0 && in > 0 && out > 0);
     WQ_KERN_ASSERT(T <= INT_MAX && in <= INT_MAX && out <= INT_MAX);
-    if (T == 0)
-        return;
+    if (T == 0) return;
     /* y[T][out] = x[T][in] · w[out][in]^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)out, (int)in, 1.0f, x,
                 (int)in, w, (int)in, 0.0f, y, (int)out);
@@ -140,8 +140,7 @@ double wq_kern_head_nll(const wq_model_cfg *cfg, const float *final_norm, const 
 {
     WQ_KERN_ASSERT(cfg && lm_head && x && workspace && T >= 0 && (T <= 1 || targets));
     const int64_t d = cfg->hidden_size, V = cfg->vocab_size;
-    if (final_norm)
-        wq_kern_rmsnorm(x, x, final_norm, T, d, cfg->rms_norm_eps);
+    if (final_norm) wq_kern_rmsnorm(x, x, final_norm, T, d, cfg->rms_norm_eps);
     float *logits = workspace;
     double total = 0.0;
     int64_t counted = 0;
@@ -151,8 +150,7 @@ double wq_kern_head_nll(const wq_model_cfg *cfg, const float *final_norm, const 
         for (int64_t t = t0; t < t1; t++) {
             const int32_t tgt = targets[t];
             if (tgt < 0) {
-                if (nll_out)
-                    nll_out[t] = 0.0;
+                if (nll_out) nll_out[t] = 0.0;
                 continue;
             }
             WQ_KERN_ASSERT(tgt < V);
@@ -162,14 +160,12 @@ double wq_kern_head_nll(const wq_model_cfg *cfg, const float *final_norm, const 
             for (int64_t j = 0; j < V; j++)
                 sum += exp((double)l[j] - (double)mx);
             const double nll = log(sum) + (double)mx - (double)l[tgt];
-            if (nll_out)
-                nll_out[t] = nll;
+            if (nll_out) nll_out[t] = nll;
             total += nll;
             counted++;
         }
     }
-    if (n_counted)
-        *n_counted = counted;
+    if (n_counted) *n_counted = counted;
     return total;
 }
 
@@ -189,7 +185,6 @@ int32_t wq_kern_head_argmax(const wq_model_cfg *cfg, const float *final_norm, co
     wq_kern_linear(logits, row, lm_head, NULL, 1, d, V);
     int64_t best = 0;
     for (int64_t j = 1; j < V; j++)
-        if (logits[j] > logits[best])
-            best = j;
+        if (logits[j] > logits[best]) best = j;
     return (int32_t)best;
 }

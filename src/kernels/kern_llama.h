@@ -1,8 +1,8 @@
 /* kern_llama.h: fp32 forward pass of a Llama-family decoder (llama, mistral, qwen2): embedding,
  * RMSNorm, rotate-half RoPE, causal GQA attention, SwiGLU MLP, the whole decoder block over a batch
  * of sequences streamed in token chunks (with capture of every linear's input for calibration), and
- * the LM head (summed NLL for perplexity, greedy argmax). Layer: kernels (pure numerics: return void
- * or a value, never allocate, log, or do I/O/MPI; preconditions are WQ_KERN_ASSERTed in debug
+ * the LM head (summed NLL for perplexity, greedy argmax). Layer: kernels (pure numerics: return
+ * void or a value, never allocate, log, or do I/O/MPI; preconditions are WQ_KERN_ASSERTed in debug
  * builds). Sources: kern_llama.c (pieces, head), kern_attn.c (attention), kern_block.c (block),
  * kern_llama_ref.c (scalar `_ref` versions of everything that uses BLAS).
  *
@@ -19,10 +19,10 @@
  * Determinism: the floating-point operations applied to a sequence depend only on (cfg, T, the step
  * plan of wq_kern_block_forward_batch) and that sequence's data, never on other sequences, ranks or
  * timing; with the same BLAS build and thread count, outputs are bit-reproducible. Different step
- * plans (token_chunk) agree to fp32 rounding; they are bitwise equal only when the BLAS computes each
- * output element in an order that does not depend on the number of rows M (OpenBLAS's "small matrix"
- * kernels on AVX-512 targets do depend on M), so callers that need bitwise reproducibility across
- * runs must fix token_chunk (the engine does: it uses wq_kern_block_forward).
+ * plans (token_chunk) agree to fp32 rounding; they are bitwise equal only when the BLAS computes
+ * each output element in an order that does not depend on the number of rows M (OpenBLAS's "small
+ * matrix" kernels on AVX-512 targets do depend on M), so callers that need bitwise reproducibility
+ * across runs must fix token_chunk (the engine does: it uses wq_kern_block_forward).
  *
  * Precision: fp32 like HF's fp32 eager path, except where noted (RMSNorm sum of squares, softmax
  * normaliser and the LM head log-sum-exp are accumulated in double, then rounded).
@@ -63,11 +63,11 @@ typedef enum wq_block_site {
 } wq_block_site;
 
 /* Streaming capture hook: x [rows][cols] holds the site's activations of batch rows
- * [row0, row0 + rows) (row b*T + t = token t of sequence b). x is borrowed scratch, valid only during
- * the call; the hook must not write it or call back into the block. For each step of the forward the
- * hook sees ATTN, O, MLP, DOWN in that order, and over the whole call every row of every site is
- * delivered exactly once, in ascending row order. A kernel cannot fail: a hook that fails must record
- * it in ctx and the caller checks after the forward. */
+ * [row0, row0 + rows) (row b*T + t = token t of sequence b). x is borrowed scratch, valid only
+ * during the call; the hook must not write it or call back into the block. For each step of the
+ * forward the hook sees ATTN, O, MLP, DOWN in that order, and over the whole call every row of
+ * every site is delivered exactly once, in ascending row order. A kernel cannot fail: a hook that
+ * fails must record it in ctx and the caller checks after the forward. */
 typedef void (*wq_block_capture_fn)(void *ctx, wq_block_site site, int64_t row0, int64_t rows,
                                     int64_t cols, const float *x);
 
@@ -92,7 +92,8 @@ typedef struct {
  * Pieces (exposed for tests and for callers that compose their own passes) */
 
 /* Embedding lookup: x[t][:] = embed[ids[t]][:] for t < T.
- * embed [V][d]; ids [T], each in [0, V) (>= 0 asserted in debug; the caller checks < V); x [T][d]. */
+ * embed [V][d]; ids [T], each in [0, V) (>= 0 asserted in debug, < V is the caller's check);
+ * x [T][d]. */
 void wq_kern_embed(const float *restrict embed, const int32_t *restrict ids, int64_t T, int64_t d,
                    float *restrict x);
 
@@ -129,9 +130,9 @@ void wq_kern_rope_tables(const wq_model_cfg *cfg, int64_t T, float *restrict cos
 void wq_kern_rope_tables_dim(int64_t head_dim, double theta, int64_t T, float *restrict cos,
                              float *restrict sin);
 
-/* Rotate-half RoPE (HF convention, NOT the interleaved llama2.c/Meta one), in place. For every row t,
- * head h < n_heads and i < D/2, with a = x[t][h*D + i], b = x[t][h*D + i + D/2], c = cos[t][i],
- * s = sin[t][i]:
+/* Rotate-half RoPE (HF convention, NOT the interleaved llama2.c/Meta one), in place. For every
+ * row t, head h < n_heads and i < D/2, with a = x[t][h*D + i], b = x[t][h*D + i + D/2],
+ * c = cos[t][i], s = sin[t][i]:
  *   x[t][h*D + i]       = a*c - b*s
  *   x[t][h*D + i + D/2] = b*c + a*s        (each product rounded to fp32, then the sum: HF's
  *                                           q*cos + rotate_half(q)*sin, rotate_half = [-x2, x1])
@@ -160,8 +161,8 @@ void wq_kern_attention(float *restrict out, const float *restrict q, const float
 /* The same for query rows at positions [t0, t0 + n) only, against keys/values 0 .. t0+n-1 (chunked
  * prefill). q, out [n][H*D] (row r = position t0 + r); k, v [t0 + n][Hkv*D] (row j = position j);
  * workspace >= wq_kern_attention_workspace_bytes(t0 + n). When t0 is a multiple of
- * WQ_ATTN_ROW_BLOCK and t0 + n is one too (or the sequence's end), the panels, hence every BLAS call,
- * are those of wq_kern_attention over the whole sequence, so the rows are bitwise the same. */
+ * WQ_ATTN_ROW_BLOCK and t0 + n is one too (or the sequence's end), the panels, hence every BLAS
+ * call, are those of wq_kern_attention over the whole sequence: the rows are bitwise the same. */
 void wq_kern_attention_rows(float *restrict out, const float *restrict q, const float *restrict k,
                             const float *restrict v, int64_t t0, int64_t n, int64_t n_heads,
                             int64_t n_kv_heads, int64_t head_dim, void *restrict workspace);
@@ -198,17 +199,17 @@ void wq_kern_mlp(float *restrict y, const float *restrict x, const float *restri
  *
  * Step plan (token streaming). Let c = token_chunk (c <= 0 means T). Rows are processed in steps:
  *   - c <  T: a step is S = min(T, roundup(c, WQ_ATTN_ROW_BLOCK)) consecutive positions of ONE
- *     sequence (the last step of a sequence may be shorter). Causality makes this exact: the queries
- *     of a step only need K/V of positions up to the step's end, which this and earlier steps have
- *     produced. Only K and V are kept for the whole sequence.
+ *     sequence (the last step of a sequence may be shorter). Causality makes this exact: the
+ *     queries of a step only need K/V of positions up to the step's end, which this and earlier
+ *     steps have produced. Only K and V are kept for the whole sequence.
  *   - c >= T: a step is G = floor(c / T) whole sequences (fewer in the last step), so short
  *     sequences share the projections' sgemm calls (S = G*T rows).
  * Every linear of a step is one cblas_sgemm over the step's rows; attention runs per sequence.
  * Scratch: K, V [G*T][Hkv*D] plus per-step buffers of S rows (normed input [S][d], q and attention
- * output [S][H*D] x2 overlaid with gate/up [S][F] x2) and one attention panel: memory is linear in T
- * through K/V only, and bounded by the chunk for everything else. */
+ * output [S][H*D] x2 overlaid with gate/up [S][F] x2) and one attention panel: memory is linear in
+ * T through K/V only, and bounded by the chunk for everything else. */
 
-/* Rows of the largest step for (T, token_chunk) (S above): callers size per-step buffers with it. */
+/* Rows of the largest step for (T, token_chunk) (S above), to size per-step buffers of a hook. */
 int64_t wq_kern_block_step_rows(int64_t T, int64_t token_chunk);
 
 /* Bytes of scratch wq_kern_block_forward_batch needs for sequences of T tokens with this
@@ -219,11 +220,11 @@ size_t wq_kern_block_workspace_bytes_chunked(const wq_model_cfg *cfg, int64_t T,
 /* The decoder block over B sequences of T tokens with the step plan above.
  * cfg: hidden_size, n_heads, n_kv_heads, head_dim, intermediate_size, rms_norm_eps are used.
  * w: all pointers non-NULL except the biases. x [B*T][d], in/out. rope_cos, rope_sin [>= T][D/2]
- * from wq_kern_rope_tables (row t = position t). workspace: >=
- * wq_kern_block_workspace_bytes_chunked(cfg, T, token_chunk) bytes, caller-owned, 64-byte aligned is
- * best (contents are garbage on return). cap: NULL, or captures as documented at wq_block_capture
- * (pointer captures [B*T][in] each; the hook gets one call per site and step).
- * B == 0 is a no-op. */
+ * from wq_kern_rope_tables (row t = position t).
+ * workspace: >= wq_kern_block_workspace_bytes_chunked(cfg, T, token_chunk) bytes, caller-owned,
+ * 64-byte aligned is best (contents are garbage on return).
+ * cap: NULL, or captures as documented at wq_block_capture (pointer captures [B*T][in] each; the
+ * hook gets one call per site and step). B == 0 is a no-op. */
 void wq_kern_block_forward_batch(const wq_model_cfg *cfg, const wq_block_weights *w, float *x,
                                  int64_t B, int64_t T, int64_t token_chunk, const float *rope_cos,
                                  const float *rope_sin, void *workspace,
@@ -257,15 +258,15 @@ size_t wq_kern_head_workspace_bytes(const wq_model_cfg *cfg);
 /* Next-token negative log-likelihood of one sequence.
  * If final_norm != NULL, x [T][d] is first RMS-normalised IN PLACE (model.norm.weight, cfg eps);
  * pass NULL when x is already normalised. Then for each position t < T-1 with targets[t] >= 0:
- *   l = x[t] · lm_head^T            (fp32 logits [V], cblas_sgemm, panels of WQ_HEAD_ROW_BLOCK rows)
+ *   l = x[t] · lm_head^T            (fp32 logits [V]; cblas_sgemm, WQ_HEAD_ROW_BLOCK rows a call)
  *   m = max_v l[v]                  (exact)
  *   nll[t] = log(sum_v exp(l[v] - m)) + m - l[targets[t]]
  * where l[v] - m, exp, the sum (ascending v), log and the final subtraction are all in double: a
  * stable log-softmax whose error is far below the fp32 rounding of the logits themselves.
  * targets [T-1] (normally ids + 1); a negative target skips that position (nll_out[t] = 0).
- * lm_head [V][d]. nll_out: NULL or [T-1] doubles. n_counted: NULL or receives the number of positions
- * summed. workspace: >= wq_kern_head_workspace_bytes(cfg). Returns the sum of nll[t] over counted
- * positions, in double, added in ascending t. T == 1 returns 0. */
+ * lm_head [V][d]. nll_out: NULL or [T-1] doubles. n_counted: NULL or receives the number of
+ * positions summed. workspace: >= wq_kern_head_workspace_bytes(cfg). Returns the sum of nll[t] over
+ * counted positions, in double, added in ascending t. T == 1 returns 0. */
 double wq_kern_head_nll(const wq_model_cfg *cfg, const float *final_norm, const float *lm_head,
                         float *x, int64_t T, const int32_t *targets, void *workspace,
                         double *nll_out, int64_t *n_counted);

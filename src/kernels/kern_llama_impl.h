@@ -4,8 +4,8 @@
  *
  * Why lanes: a plain `s += x[i]` loop is a serial dependency chain that the compiler may not
  * reorder (no -ffast-math), so it runs at one add per latency. Eight interleaved partial results,
- * combined in a fixed tree at the end, vectorize and keep the result a deterministic function of the
- * input (the order never depends on alignment, threads or the machine). */
+ * combined in a fixed tree at the end, vectorize and keep the result a deterministic function of
+ * the input (the order never depends on alignment, threads or the machine). */
 #ifndef WQ_KERN_LLAMA_IMPL_H
 #define WQ_KERN_LLAMA_IMPL_H
 
@@ -84,8 +84,8 @@ static inline double kl_sumsq_f64(const float *x, int64_t n)
 }
 
 /* Causal softmax of one score row in place (shared by wq_kern_attention and its _ref so both apply
- * the same formula): s[0..i] become p[j] = exp(s[j] - max) / sum, with max exact, fp32 expf, the sum
- * by kl_sum_f64, and the scaling in double rounded to float; s[i+1..n) become 0. */
+ * the same formula): s[0..i] become p[j] = exp(s[j] - max) / sum, with max exact, fp32 expf, the
+ * sum by kl_sum_f64, and the scaling in double rounded to float; s[i+1..n) become 0. */
 static inline void kl_softmax_causal_row(float *s, int64_t i, int64_t n)
 {
     const int64_t m = i + 1;
@@ -95,8 +95,7 @@ static inline void kl_softmax_causal_row(float *s, int64_t i, int64_t n)
     const double inv = 1.0 / kl_sum_f64(s, m);
     for (int64_t j = 0; j < m; j++)
         s[j] = (float)((double)s[j] * inv);
-    if (n > m)
-        memset(s + m, 0, (size_t)(n - m) * sizeof *s);
+    if (n > m) memset(s + m, 0, (size_t)(n - m) * sizeof *s);
 }
 
 #endif /* WQ_KERN_LLAMA_IMPL_H */

@@ -1,6 +1,6 @@
-/* kern_llama_ref.c: scalar references (no BLAS) of the kernels in kern_llama.h that use cblas_sgemm:
- * linear, attention and the whole decoder block. Plain loops, dot products in double, one sequence,
- * no chunking. Used by the tests to check the BLAS/chunked paths. Layer: kernels. */
+/* kern_llama_ref.c: scalar references (no BLAS) of the kernels in kern_llama.h that use
+ * cblas_sgemm: linear, attention and the whole decoder block. Plain loops, dot products in double,
+ * one sequence, no chunking. Used by the tests to check the BLAS/chunked paths. Layer: kernels. */
 #include <math.h>
 #include <string.h>
 
@@ -19,8 +19,7 @@ void wq_kern_linear_ref(float *restrict y, const float *restrict x, const float 
             for (int64_t i = 0; i < in; i++)
                 s += (double)xr[i] * (double)wr[i];
             float r = (float)s;
-            if (bias)
-                r += bias[o];
+            if (bias) r += bias[o];
             y[t * out + o] = r;
         }
     }
@@ -70,12 +69,9 @@ size_t wq_kern_block_ref_workspace_bytes(const wq_model_cfg *cfg, int64_t T)
 static void ref_capture(const wq_block_capture *cap, wq_block_site site, float *dst, int64_t T,
                         int64_t cols, const float *src)
 {
-    if (!cap)
-        return;
-    if (dst)
-        memcpy(dst, src, (size_t)(T * cols) * sizeof *dst);
-    if (cap->fn)
-        cap->fn(cap->ctx, site, 0, T, cols, src);
+    if (!cap) return;
+    if (dst) memcpy(dst, src, (size_t)(T * cols) * sizeof *dst);
+    if (cap->fn) cap->fn(cap->ctx, site, 0, T, cols, src);
 }
 
 void wq_kern_block_forward_ref(const wq_model_cfg *cfg, const wq_block_weights *w, float *x,
@@ -83,8 +79,7 @@ void wq_kern_block_forward_ref(const wq_model_cfg *cfg, const wq_block_weights *
                                void *workspace, const wq_block_capture *cap)
 {
     WQ_KERN_ASSERT(cfg && w && x && rope_cos && rope_sin && workspace && T >= 0);
-    if (T == 0)
-        return;
+    if (T == 0) return;
     const int64_t d = cfg->hidden_size, H = cfg->n_heads, Hkv = cfg->n_kv_heads;
     const int64_t D = cfg->head_dim, F = cfg->intermediate_size, qd = H * D, kvd = Hkv * D;
     float *cur = workspace;
