@@ -4,7 +4,8 @@
  *        -> packed optimum qweight (wq_kern_pack_qweight_optimum_ld) and qzeros.
  * Reported as input GB/s (bf16 bytes read per second) and as a ratio to a memcpy of the same input
  * bytes measured in the same process (the memory-bandwidth ceiling of a read+write pass).
- * Each figure is the best of REPS runs. Usage: bench_rtn [reps] */
+ * Each figure is the best of `reps` runs (default 5), timed both as wall time and as thread CPU
+ * time (steadier when other processes share the cores). Usage: bench_rtn [reps] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +21,21 @@ enum { BITS = 4, GS = 128, ROW_BLOCK = 16, NMAT = 3 };
 
 static const int64_t k_shapes[NMAT][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static double now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
+}
+/* CPU time of this thread: unlike wall time it does not grow while other processes hold the core,
+ * so on a shared machine it is the steadier of the two. */
+static double now_cpu(void)
+{
+    return clock_s(CLOCK_THREAD_CPUTIME_ID);
 }
 
 static uint64_t splitmix(uint64_t *s)
@@ -80,7 +91,7 @@ static void quantize_layer(layer *L, float *xf, uint8_t *codes, int fused)
 
 int main(int argc, char **argv)
 {
-    const int reps = argc > 1 ? atoi(argv[1]) : 3;
+    const int reps = argc > 1 ? atoi(argv[1]) : 5;
     layer L[NMAT];
     int64_t max_cols = 0;
     double in_bytes[NMAT], tot_bytes = 0;
@@ -117,53 +128,67 @@ int main(int argc, char **argv)
            "(setup %.1f s)\n",
            reps, now() - t0);
 
-    /* variant 0: fused bf16 row kernel; variant 1: widen each row to f32, then the f32 kernel */
+    /* variant 0: fused bf16 row kernel; variant 1: widen each row to f32, then the f32 kernel.
+     * Clock 0: wall time; clock 1: thread CPU time. best[clock][job][m], job 0 = memcpy. */
     static const char *k_variant[2] = {"fused bf16 row kernel", "bf16->f32 row + f32 kernel"};
-    double best_q[2][NMAT], best_c[NMAT];
+    double best[2][3][NMAT];
     uint64_t checksum[2] = {0, 0};
     for (int m = 0; m < NMAT; m++) {
-        best_c[m] = best_q[0][m] = best_q[1][m] = 1e30;
+        for (int c = 0; c < 2; c++)
+            for (int j = 0; j < 3; j++)
+                best[c][j][m] = 1e30;
         for (int rep = 0; rep < reps; rep++) {
-            double t = now();
-            memcpy(copy, L[m].w, (size_t)in_bytes[m]);
-            t = now() - t;
-            if (t < best_c[m]) best_c[m] = t;
-            for (int v = 0; v < 2; v++) {
-                t = now();
-                quantize_layer(&L[m], xf, codes, v == 0);
-                t = now() - t;
-                if (t < best_q[v][m]) best_q[v][m] = t;
-                if (rep == 0)
+            for (int j = 0; j < 3; j++) {
+                const double w0 = now(), c0 = now_cpu();
+                if (j == 0)
+                    memcpy(copy, L[m].w, (size_t)in_bytes[m]);
+                else
+                    quantize_layer(&L[m], xf, codes, j == 1);
+                const double w = now() - w0, c = now_cpu() - c0;
+                if (w < best[0][j][m]) best[0][j][m] = w;
+                if (c < best[1][j][m]) best[1][j][m] = c;
+                if (j > 0 && rep == 0)
                     for (int64_t i = 0; i < L[m].rows * 8; i++)
-                        checksum[v] = checksum[v] * 31u + (uint32_t)L[m].qweight[i];
+                        checksum[j - 1] = checksum[j - 1] * 31u + (uint32_t)L[m].qweight[i];
             }
         }
     }
-    if (checksum[0] != checksum[1]) {
+    if (checksum[0] != checksum[1] || copy[12345] != L[NMAT - 1].w[12345]) {
         fprintf(stderr, "bench_rtn: the two pipelines disagree\n");
         return 1;
     }
 
-    double ratio = 0;
+    double ratio[2] = {0, 0};
     for (int v = 0; v < 2; v++) {
-        double tq = 0, tc = 0;
-        printf("\n[%s]\n%-12s %10s %10s %12s %12s %7s\n", k_variant[v], "matrix", "quant ms",
-               "memcpy ms", "quant GB/s", "memcpy GB/s", "ratio");
-        for (int m = 0; m < NMAT; m++) {
+        printf("\n[%s]  (wall time; ratio_cpu uses thread CPU time)\n%-12s %9s %10s %11s %12s "
+               "%7s %9s\n",
+               k_variant[v], "matrix", "quant ms", "memcpy ms", "quant GB/s", "memcpy GB/s",
+               "ratio", "ratio_cpu");
+        double tq[2] = {0, 0}, tc[2] = {0, 0};
+        for (int m = 0; m <= NMAT; m++) {
             char name[32];
-            snprintf(name, sizeof name, "%lldx%lld", (long long)L[m].rows, (long long)L[m].cols);
-            printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", name, best_q[v][m] * 1e3,
-                   best_c[m] * 1e3, in_bytes[m] / best_q[v][m] / 1e9, in_bytes[m] / best_c[m] / 1e9,
-                   best_c[m] / best_q[v][m]);
-            tq += best_q[v][m];
-            tc += best_c[m];
+            double q[2], c[2], bytes = m < NMAT ? in_bytes[m] : tot_bytes;
+            for (int k = 0; k < 2; k++) {
+                q[k] = m < NMAT ? best[k][v + 1][m] : tq[k];
+                c[k] = m < NMAT ? best[k][0][m] : tc[k];
+            }
+            if (m < NMAT)
+                snprintf(name, sizeof name, "%lldx%lld", (long long)L[m].rows,
+                         (long long)L[m].cols);
+            else
+                snprintf(name, sizeof name, "total");
+            printf("%-12s %9.2f %10.2f %11.2f %12.2f %7.3f %9.3f\n", name, q[0] * 1e3, c[0] * 1e3,
+                   bytes / q[0] / 1e9, bytes / c[0] / 1e9, c[0] / q[0], c[1] / q[1]);
+            for (int k = 0; k < 2 && m < NMAT; k++) {
+                tq[k] += q[k];
+                tc[k] += c[k];
+            }
+            if (m == NMAT && v == 0) ratio[0] = c[0] / q[0], ratio[1] = c[1] / q[1];
         }
-        printf("%-12s %10.2f %10.2f %12.2f %12.2f %7.3f\n", "total", tq * 1e3, tc * 1e3,
-               tot_bytes / tq / 1e9, tot_bytes / tc / 1e9, tc / tq);
-        if (v == 0) ratio = tc / tq;
     }
-    printf("\nratio to memcpy, fused pipeline (target >= 0.5): %.3f   [checksum %016llx]\n", ratio,
-           (unsigned long long)checksum[0]);
+    printf("\nratio to memcpy, fused pipeline (target >= 0.5): %.3f wall, %.3f cpu   "
+           "[checksum %016llx]\n",
+           ratio[0], ratio[1], (unsigned long long)checksum[0]);
 
     for (int m = 0; m < NMAT; m++) {
         wq_free(L[m].w);

@@ -26,11 +26,7 @@ static uint32_t bits_of(float f)
 }
 #define assert_float_bits_equal(a, b) assert_int_equal(bits_of(a), bits_of(b))
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Independent transcription of INC (numerics §1.2, §4.4) in float32, one element at a time. */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Independent transcription of INC (numerics §1.2, §4.4) in float32, one element at a time. --
 
 static void inc_params(const float *x, int64_t n, int bits, wq_int_scheme sc, float q, float *s,
                        float *z)
@@ -114,11 +110,7 @@ static float *bf16_round(const float *x, int64_t n, uint16_t *h)
     return y;
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Int: hand-derived cases */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Int: hand-derived cases --------------------------------------------------------------------
 
 static void params_int_should_match_numerics_worked_example(void **state)
 {
@@ -332,11 +324,7 @@ static void quant_int_should_map_nan_quotient_to_zero_and_inf_to_ends(void **sta
         assert_int_equal(c[i], i % 2 ? 0 : 255);
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Int: sweeps */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Int: sweeps --------------------------------------------------------------------------------
 
 /* Every bits 1..8 x scheme x group size {-1, 1, 32, 64, 128, 172} x cols {172, 256} (172/32 and
  * 256/172 give ragged last groups) x quantile {1, 0.9}: fast row == _ref row == INC transcription,
@@ -484,11 +472,7 @@ static void quant_row_should_make_smaller_last_group(void **state)
     wq_qmatrix_free(&m);
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* nf4 / fp4 */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- nf4 / fp4 ----------------------------------------------------------------------------------
 
 /* Tables as numerics §2.1 lists them: ascending float64 values and the INC code of each. */
 static const double k_nf4_v[16] = {-1.0,
@@ -652,11 +636,7 @@ static void f4_should_zero_all_zero_group(void **state)
     }
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Matrices */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Matrices -----------------------------------------------------------------------------------
 
 static void quant_matrix_should_match_ref_and_bound_error(void **state)
 {
@@ -775,11 +755,7 @@ static void dequant_matrix_should_honour_g_idx(void **state)
     wq_qmatrix_free(&f);
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* MSE clip search */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- MSE clip search ----------------------------------------------------------------------------
 
 /* Brute force over the 40 ratios with the matrix kernels; loss in double; first strictly smallest.
  */
@@ -884,11 +860,7 @@ static void mse_sse_should_not_depend_on_the_row_split(void **state)
     wq_free(ws);
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Double quant */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Double quant -------------------------------------------------------------------------------
 
 /* Direct computation in the test: optional mean subtraction, then per group of gs (tail smaller):
  * amax/(2^(b-1)-1) scale, signed codes clamped, value code*scale (+ mean). */
@@ -948,11 +920,7 @@ static void double_quant_should_match_direct_computation(void **state)
         assert_true(fabs((double)a[i] - s[i]) <= 0.5 * amax_tail / 127 * (1 + 1e-6));
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Utilities */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Utilities ----------------------------------------------------------------------------------
 
 static void find_nonfinite_should_return_first_bad_index(void **state)
 {

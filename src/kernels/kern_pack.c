@@ -105,8 +105,7 @@ static inline void unpack_word(uint32_t w, int cnt, int bits, uint8_t *c)
         c[e] = (uint8_t)((w >> (bits * e)) & mask);
 }
 
-/* ---- optimum (GPTQ) layout: qweight[ceil(cols/npw)][ld], word [j][o] from row o ----------------
- */
+// ---- optimum (GPTQ) layout: qweight[ceil(cols/npw)][ld], word [j][o] from row o -----------------
 
 void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
                                      int64_t ld, int32_t *qweight)
@@ -197,8 +196,7 @@ void wq_kern_unpack_qzeros_optimum(const int32_t *qzeros, int64_t rows, int64_t 
     }
 }
 
-/* ---- INC native layout (compression_dim 1): qweight[rows][ceil(cols/npw)] ----------------------
- */
+// ---- INC native layout (compression_dim 1): qweight[rows][ceil(cols/npw)] -----------------------
 
 void wq_kern_pack_qweight_native(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
                                  int32_t *qweight)

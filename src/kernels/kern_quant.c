@@ -1,20 +1,18 @@
 /* kern_quant.c: integer group kernels (numerics §1.2, §4.4), row/matrix drivers, matrix dequant,
  * non-finite scan and bf16 widening. See kern_quant.h for the formulas. Layer: kernels.
  *
- * Fast paths are written so GCC vectorizes them at -O3 with the SSE2 baseline: branch-free selects
- * (kern_vec.h), lane-parallel min/max reductions, and the 1.5*2^23 rounding trick. They produce the
- * same bits as the `_ref` twins (scalar, nearbyintf, plain if/else), which tests check. */
+ * The public fast kernels dispatch their inner loops to kern_quant_sse2.c on x86-64 (SSE2 is the
+ * baseline: no -march) and to the portable `_generic` loops below elsewhere; the portable loops
+ * are branch-free (kern_vec.h selects, integer-ordered min/max, the 1.5*2^23 rounding trick) so
+ * they vectorize at plain -O3. All of them produce the same bits as the `_ref` twins (scalar,
+ * nearbyintf, plain if/else), which the tests check for both variants. */
 #include "kernels/kern_quant.h"
 
 #include <math.h>
 
 #include "kernels/kern_vec.h"
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Parameters */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Parameters ---------------------------------------------------------------------------------
 
 wq_int_scheme wq_kern_int_scheme_rtn(const wq_qspec *spec)
 {
@@ -153,11 +151,7 @@ void wq_kern_params_int_ref(const float *x, int64_t n, int bits, wq_int_scheme s
     params_from_minmax(mn, mx, bits, scheme, quantile, scale, zero);
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Codes */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Codes --------------------------------------------------------------------------------------
 
 /* Portable code loop. c = (y + M) - (M - zero) = rne(y) + zero exactly for |y| < 2^22 (both
  * operands are integers below 2^24). For |y| >= 2^22 the result keeps y's sign and magnitude
@@ -222,11 +216,7 @@ void wq_kern_dequant_int(const uint8_t *restrict codes, int64_t n, float scale, 
         y[i] = ((float)codes[i] - zero) * scale;
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Rows, vectors, matrices */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Rows, vectors, matrices --------------------------------------------------------------------
 
 void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, wq_int_scheme scheme,
                            float quantile, uint8_t *codes, float *scales, float *zeros)
@@ -393,11 +383,7 @@ void wq_kern_dequant_matrix(const wq_qmatrix *m, float *W)
     }
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Utilities */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Utilities ----------------------------------------------------------------------------------
 
 int64_t wq_kern_find_nonfinite(const float *x, int64_t n)
 {

@@ -6,7 +6,8 @@
  *
  * Conventions shared by every function here:
  *  - x/W are float32, row-major. A "group" is n consecutive elements of one row.
- *  - Rounding is round-half-to-even (torch.round); never roundf.
+ *  - Rounding is round-half-to-even (torch.round); never roundf. The caller keeps the default
+ *    FE_TONEAREST rounding mode (the SIMD conversion and nearbyintf both follow it).
  *  - All arithmetic that decides a code or a parameter is float32, in the order INC evaluates it,
  * so results match INC bit for bit (x / scale is a true division, never a multiply by 1/scale).
  *  - Int storage (core_qtypes.h): unsigned codes 0..2^bits-1 plus a float zero holding an integer,
@@ -32,11 +33,7 @@
 extern "C" {
 #endif
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Integer groups */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Integer groups -----------------------------------------------------------------------------
 
 /* The scheme RTN/AWQ use for a spec: asym -> ASYM, sym -> SYM, sym + full_range -> SYM_FULL.
  * (GPTQ passes WQ_SCHEME_SYM_GPTQ explicitly to the *_scheme / params functions.) */
@@ -109,11 +106,7 @@ void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int
  * (§3.1) and GPTQ's scale quantization over rows (§3.2). */
 void wq_kern_qdq_int(float *x, int64_t n, int64_t gs, int bits, wq_int_scheme scheme);
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* 4-bit float tables: nf4, fp4_e2m1_bnb ("fp4"), fp4_e2m1 (numerics 2.1, 2.2) */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- 4-bit float tables: nf4, fp4_e2m1_bnb ("fp4"), fp4_e2m1 (numerics 2.1, 2.2) ----------------
 
 /* Dequantization table indexed by INC nibble: value = wq_kern_f4_table(t)[code]. fp4 nibble 0x8
  * (bnb's -0, never produced) maps to 0. dtype in {NF4, FP4_BNB, FP4_E2M1}; 16 entries. */
@@ -136,11 +129,7 @@ uint8_t wq_kern_code_f4(float x, wq_qdtype dtype, float scale);
 /* y[i] = table[codes[i]] * scale. */
 void wq_kern_dequant_f4(const uint8_t *codes, int64_t n, wq_qdtype dtype, float scale, float *y);
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Matrices (RTN) */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Matrices (RTN) -----------------------------------------------------------------------------
 
 /* W[m->rows][m->cols] -> m->codes/scales/zeros. m was set up by the caller with
  * wq_qmatrix_init(m, rows, cols, wq_qspec_group_size(spec, cols), spec->dtype, spec->bits).
@@ -157,11 +146,7 @@ void wq_kern_quant_matrix_scheme(const float *W, wq_int_scheme scheme, float qua
  * c / m->group_size. int: (code - zero) * scale; nf4/fp4: table[code] * scale. */
 void wq_kern_dequant_matrix(const wq_qmatrix *m, float *W);
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* MSE clip search (numerics 1.4): one ratio per layer */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- MSE clip search (numerics 1.4): one ratio per layer ----------------------------------------
 
 #define WQ_KERN_MSE_NRATIOS 40
 
@@ -182,11 +167,7 @@ int wq_kern_mse_pick(const wq_exact sse[WQ_KERN_MSE_NRATIOS], int64_t count);
 float wq_kern_mse_search(const float *W, int64_t rows, int64_t cols, const wq_qspec *spec,
                          void *workspace);
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Double quantization of scales (numerics 3.1) */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Double quantization of scales (numerics 3.1) -----------------------------------------------
 
 /* scales[n] is the flattened scale[out][ngroups] (row-major), replaced in place by its
  * fake-quantized values; first-level codes are not touched (dequant = (code - zero) * scale_dq).
@@ -197,11 +178,7 @@ float wq_kern_mse_search(const float *W, int64_t rows, int64_t cols, const wq_qs
 void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym,
                           int64_t dq_group_size);
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Utilities */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Utilities ----------------------------------------------------------------------------------
 
 /* First index i < n with x[i] NaN or +-Inf, or -1. */
 int64_t wq_kern_find_nonfinite(const float *x, int64_t n);

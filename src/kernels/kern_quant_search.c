@@ -5,11 +5,7 @@
 #include "kernels/kern_quant.h"
 #include "kernels/kern_vec.h"
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* MSE clip search */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- MSE clip search ----------------------------------------------------------------------------
 
 float wq_kern_mse_ratio(int i)
 {
@@ -112,11 +108,7 @@ float wq_kern_mse_search(const float *W, int64_t rows, int64_t cols, const wq_qs
     return wq_kern_mse_ratio(wq_kern_mse_pick(sse, rows * cols));
 }
 
-/* ------------------------------------------------------------------------------------------------
- */
-/* Double quantization */
-/* ------------------------------------------------------------------------------------------------
- */
+// ---- Double quantization ------------------------------------------------------------------------
 
 void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym, int64_t dq_group_size)
 {

@@ -21,8 +21,7 @@
 #if WQ_KERN_HAVE_SSE2
 #include <emmintrin.h>
 
-/* ---- min / max ---------------------------------------------------------------------------------
- */
+// ---- min / max ----------------------------------------------------------------------------------
 
 void wq__kern_minmax_f32_sse2(const float *x, int64_t n, float *mn, float *mx)
 {
@@ -109,8 +108,7 @@ void wq__kern_minmax_bf16_sse2(const uint16_t *x, int64_t n, float *mn, float *m
     *mx = unord16_1(hi);
 }
 
-/* ---- codes -------------------------------------------------------------------------------------
- */
+// ---- codes --------------------------------------------------------------------------------------
 
 /* 16 quotients -> 16 codes (see the file comment for why this equals the scalar formula). z holds
  * the zero point as int16; the saturating int16 add keeps INT_MIN/large lanes pinned at the ends.
@@ -166,8 +164,7 @@ void wq__kern_quant_bf16_sse2(const uint16_t *x, int64_t n, int bits, float scal
         codes[i] = wq_kern_code_int(kv_u2f((uint32_t)x[i] << 16), bits, scale, zero);
 }
 
-/* ---- 4-bit optimum packing ---------------------------------------------------------------------
- */
+// ---- 4-bit optimum packing ----------------------------------------------------------------------
 
 /* 32 codes of one row -> 4 packed words (16 bytes): byte pairs (lo, hi) -> lo | hi << 4. */
 static inline __m128i nib32(const uint8_t *c)

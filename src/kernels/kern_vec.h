@@ -55,8 +55,7 @@ static inline float kv_min(float a, float b)
  * the addition rounds v to an integer half-to-even and subtracting KV_MAGIC is exact. */
 #define KV_MAGIC 0x1.8p23f
 
-/* ---- internal kernels shared across kern_*.c (wq__ prefix: not public API) ----------------------
- */
+// ---- internal kernels shared across kern_*.c (wq__ prefix: not public API) ----------------------
 
 #if defined(__SSE2__)
 #define WQ_KERN_HAVE_SSE2 1

@@ -1,0 +1,114 @@
+/* kern_hqq.h: the numerics of HQQ, half-quadratic quantization (numerics.md §7): per-group initial
+ * parameters with an inverse scale, one step of the proximal zero-point solver, the final codes, and
+ * the 8-bit meta quantization of zeros and scales. Layer: kernels: pure numerics, no allocation,
+ * logging, I/O or MPI; preconditions are asserted in debug builds only.
+ *
+ * Conventions shared by every function here:
+ *  - x/W are float32, row-major; a group is n consecutive elements of one row (the reference hqq's
+ *    axis=1; algo_hqq.h explains why not INC's axis 0).
+ *  - HQQ works with an INVERSE scale s (a multiplier) and a float zero z that may be fractional and
+ *    may lie outside [0, 2^bits-1]:   q = clamp(rne(w*s + z), 0, 2^bits-1),   w^ = (q - z) / s.
+ *    Per-element arithmetic is float32 in that order (w*s rounded, then + z; (q - z) rounded, then
+ *    a true division by s), as INC evaluates it on CPU; no FMA contraction (the build is -std=c11,
+ *    which implies -ffp-contract=off). rne is round-half-to-even (torch.round).
+ *  - Group sums (the zero-point mean and the error sum) are accumulated in double over 8 lanes in a
+ *    fixed order: lane k takes elements i = k (mod 8) of the first 8*floor(n/8) elements in order,
+ *    the remaining n%8 elements go to lanes 0.. after that, and the total is
+ *    ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)). Double makes the result independent of the order
+ *    to ~1e-16 relative, so a straightforward sequential implementation agrees with this one up
+ *    to the final float rounding (INC's float32 torch.mean has no defined order at all); the fixed
+ *    order makes `_ref` and the SIMD version bit-identical.
+ *  - Inputs must be finite; the caller also keeps |w| * 2e4 finite (algo_hqq rejects |w| > 1e33). */
+#ifndef WQ_KERN_HQQ_H
+#define WQ_KERN_HQQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Upper clamp of every inverse scale (INC and the reference hqq): a zero-range group gives
+ * max_v / 0 = inf -> 2e4. */
+#define WQ_KERN_HQQ_MAX_INV_SCALE 2e4f
+
+/* Constants of the generalized soft-thresholding (shrinkage) operator of one solver iteration,
+ * numerics §7.4 step 2:  We = sign(e) * max(|e| - |e|^(p-1) / beta, 0).
+ * Evaluated in float32 as  d = |e| - inv_beta * powf(|e|, pm1);  We = d > 0 ? copysignf(d, e) : 0
+ * with pm1 = float(p - 1) and inv_beta = float(1 / beta) (beta is a double that grows by kappa per
+ * iteration). p = 1 needs no special case: powf(|e|, 0) = 1. d is NaN only for e = 0 with
+ * beta = inf (0 * inf); the d > 0 test maps it to We = 0 = e, the limit value.
+ *
+ * thr is a float with the property  |e| <= thr  =>  We = 0 exactly, so a group whose largest |e|
+ * is at most thr needs no powf at all (for Llama-scale weights, std ~0.02, |e| < 0.01 while
+ * thr ~ 0.17 at beta = 10, p = 0.7: the common case). In exact arithmetic d > 0 <=> |e| > t with
+ * t = inv_beta^(1/(1-pm1)) (p < 2); thr = t * (1 - delta), delta = min(0.5, 1e-5 / (1 - pm1)),
+ * leaves a margin of about (1 - pm1) * delta = 1e-5 relative between |e| and inv_beta*|e|^pm1,
+ * far above the ~3e-7 relative error of the float evaluation (powf <= 1 ulp, one product), so
+ * the computed d is <= 0 below thr. p >= 2, beta = inf or a NaN gives thr = -1 (always exact). */
+typedef struct {
+    float pm1;      /* p - 1 */
+    float inv_beta; /* 1 / beta */
+    float thr;      /* |e| <= thr gives We = 0 */
+} wq_kern_hqq_shrink;
+
+/* Fills *sh for lp-norm p > 0 and the current beta > 0. */
+void wq_kern_hqq_shrink_init(double p, double beta, wq_kern_hqq_shrink *sh);
+/* We for one residual e (the formula above). */
+float wq_kern_hqq_shrink_apply(float e, const wq_kern_hqq_shrink *sh);
+
+/* Initial parameters of one group x[n] (n >= 1), numerics §7.3, float32:
+ *   s = min(max_v / (max - min), 2e4),  max_v = 2^bits - 1;  z = -min * s, z = rne(z) if round_zero.
+ * A zero-range group gets s = 2e4 (inf clamped, INC; the reference hqq would use s = 1 below a
+ * 1e-4 range, which with a rounded zero can move a constant group by up to 0.5). A range that
+ * overflows float gives s = 0 (the caller rejects such layers). bits 1..8. */
+void wq_kern_hqq_params(const float *x, int64_t n, int bits, bool round_zero, float *s, float *z);
+
+/* One proximal step on one group x[n], numerics §7.4 steps 1-3 and 5, with inverse scale s and the
+ * current zero *z:
+ *   q_i  = clamp(rne(x_i*s + z), 0, max_v),  r_i = (q_i - z) / s,  e_i = x_i - r_i,
+ *   We_i = shrink(e_i),  *z <- float( sum_i (q_i - (x_i - We_i)*s) / n )       (group mean)
+ * Returns sum_i |e_i| in double (the error of the INCOMING z; the caller averages it over the
+ * whole tensor for the stop rule). Sums in the 8-lane order above. `_ref` is scalar; the fast
+ * version (SSE2 when available) evaluates the common case We = 0 in SIMD and falls back to the
+ * scalar formula for a group whose largest |e| exceeds sh->thr; both are bit-identical. */
+double wq_kern_hqq_step(const float *x, int64_t n, int bits, float s, float *z,
+                        const wq_kern_hqq_shrink *sh);
+double wq_kern_hqq_step_ref(const float *x, int64_t n, int bits, float s, float *z,
+                            const wq_kern_hqq_shrink *sh);
+
+/* codes[i] = clamp(rne(x[i]*s + z), 0, 2^bits - 1), i < n. */
+void wq_kern_hqq_codes(const float *x, int64_t n, int bits, float s, float z, uint8_t *codes);
+void wq_kern_hqq_codes_ref(const float *x, int64_t n, int bits, float s, float z, uint8_t *codes);
+
+// ---- Matrices: groups of gs along each row of W[rows][cols], the last one smaller when gs does
+// ---- not divide cols; per-group arrays s/z are [rows][ngroups], ngroups = ceil(cols/gs).
+
+/* s/z[rows][ngroups] <- wq_kern_hqq_params of every group. */
+void wq_kern_hqq_params_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
+                             bool round_zero, float *s, float *z);
+/* One solver iteration over every group (wq_kern_hqq_step), z updated in place; returns the sum
+ * over all groups, in row-major group order, of the group error sums (double). */
+double wq_kern_hqq_step_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
+                             const float *s, float *z, const wq_kern_hqq_shrink *sh);
+double wq_kern_hqq_step_rows_ref(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
+                                 const float *s, float *z, const wq_kern_hqq_shrink *sh);
+/* codes[rows][cols] of every group with its s/z. */
+void wq_kern_hqq_codes_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
+                            const float *s, const float *z, uint8_t *codes);
+
+// ---- Meta quantization (numerics §7.5) -------------------------------------------------------------
+
+/* In-place 8-bit HQQ fake quantization of v[n] in contiguous groups of gs (gs <= 0 or gs >= n: one
+ * group; a smaller last group otherwise), no optimisation, zero not rounded:
+ *   s_m = min(255 / (max - min), 2e4),  z_m = -min * s_m,  c = clamp(rne(v*s_m + z_m), 0, 255),
+ *   v <- (c - z_m) * float(1 / s_m)   (float32; HQQ dequantizes with the stored meta scale 1/s_m).
+ * Used with gs = n for the zero points (quant_zero) and gs = scale_quant_group_size for the scales
+ * (quant_scale). */
+void wq_kern_hqq_meta_qdq(float *v, int64_t n, int64_t gs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WQ_KERN_HQQ_H */
