@@ -698,6 +698,13 @@ static wq_status write_small(wq_h5_file *f, const wq_h5_entry *es, int skip)
     if (wq_dist_rank(g_dist) != 0) return WQ_OK;
     wq_qmatrix m;
     make_qmatrix(&es[0], &m);
+    /* the implicit g_idx (c / group_size) is accepted for a layer declared without one */
+    if (wq_qmatrix_alloc_gidx(&m) != WQ_OK) {
+        wq_qmatrix_free(&m);
+        return WQ_ERR_NOMEM;
+    }
+    for (int c = 0; c < 64; c++)
+        m.g_idx[c] = c / 32;
     float x[64] = {0}, nw[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     for (int i = 0; i < 64; i++)
         x[i] = 1.0f + (float)i;
@@ -830,9 +837,12 @@ static void invalid_writes_should_be_rejected(void **state)
         got[8] = wq_h5_write_extra(f, 0, "other", x);     /* undeclared extra */
         x[2] = INFINITY;
         got[9] = wq_h5_write_extra(f, 0, "input_scale", x);
-        int32_t gi[64] = {0};
+        int32_t gi[64];
+        for (int c = 0; c < 64; c++)
+            gi[c] = c / 32;
+        gi[0] = 1;
         w.g_idx = gi;
-        got[10] = wq_h5_write_qlinear(f, 0, &w); /* g_idx not declared */
+        got[10] = wq_h5_write_qlinear(f, 0, &w); /* a real g_idx, not declared */
         w.g_idx = NULL;
         blk.rows = 17;
         got[11] = wq_h5_write_qlinear_rows(f, 0, 0, &blk); /* beyond the last row */

@@ -5,8 +5,8 @@
 #include "core/core_log.h"
 #include "kernels/kern_quant.h"
 
-wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const float *W, int64_t rows,
-                               int64_t cols, wq_qmatrix *out, float *quantile_out)
+static wq_status rtn(const wq_qspec *spec, const char *name, const float *W, int64_t rows,
+                     int64_t cols, int search, float quantile, wq_qmatrix *out, float *quantile_out)
 {
     if (spec->dtype == WQ_QDTYPE_FP32 || rows < 1 || cols < 1) {
         WQ_LOG_ERROR("%s: RTN called on a layer that is not to be quantized", name);
@@ -22,8 +22,7 @@ wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const flo
     }
     int64_t gs = wq_qspec_group_size(spec, cols);
     WQ_TRY(wq_qmatrix_init(out, rows, cols, gs, spec->dtype, spec->bits));
-    float quantile = 1.0f;
-    if (spec->mse_search) {
+    if (search && spec->mse_search) {
         void *ws = wq_malloc(wq_kern_mse_workspace_bytes(spec, cols));
         if (!ws) {
             wq_qmatrix_free(out);
@@ -38,4 +37,16 @@ wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const flo
                              spec->dq_group_size);
     if (quantile_out) *quantile_out = quantile;
     return WQ_OK;
+}
+
+wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const float *W, int64_t rows,
+                               int64_t cols, wq_qmatrix *out, float *quantile_out)
+{
+    return rtn(spec, name, W, rows, cols, 1, 1.0f, out, quantile_out);
+}
+
+wq_status wq_algo_rtn_quantize_quantile(const wq_qspec *spec, const char *name, const float *W,
+                                        int64_t rows, int64_t cols, float quantile, wq_qmatrix *out)
+{
+    return rtn(spec, name, W, rows, cols, 0, quantile, out, NULL);
 }

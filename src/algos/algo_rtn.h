@@ -22,6 +22,11 @@ extern "C" {
 wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const float *W, int64_t rows,
                                int64_t cols, wq_qmatrix *out, float *quantile_out);
 
+/* Same with a given clip ratio (no MSE search): steps 1, 3 and 4 above. Used by AWQ, whose clip
+ * search chooses the ratio on calibration data. */
+wq_status wq_algo_rtn_quantize_quantile(const wq_qspec *spec, const char *name, const float *W,
+                                        int64_t rows, int64_t cols, float quantile, wq_qmatrix *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,8 +40,10 @@ typedef struct {
     int64_t bad;
 } hess_ctx;
 
-static wq_status hess_cb(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap)
+static wq_status hess_cb(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap,
+                         const float *out)
 {
+    (void)out;
     (void)seq;
     hess_ctx *h = ctx;
     const float *x[4] = {cap->x_attn, cap->x_o, cap->x_mlp, cap->x_down};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "algos/algo_rtn.h"
+#include "cli/cli_awq.h"
 #include "cli/cli_gptq.h"
 #include "cli/cli_source.h"
 #include "dist/dist_engine.h"
@@ -152,8 +153,17 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             cost[i] = t->numel * (spec.mse_search ? 40 : 1);
             /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
              * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
-            if (cfg->algo == WQ_ALGO_GPTQ && strncmp(layer, "model.layers.", 13) == 0) {
+            int in_block = strncmp(layer, "model.layers.", 13) == 0;
+            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ) && in_block) {
                 cost[i] = -1;
+                /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
+                 * (INC's MulLinear) their input scale is stored with the layer */
+                if (cfg->algo == WQ_ALGO_AWQ && !cfg->ap.folding &&
+                    (strstr(layer, "o_proj") || strstr(layer, "down_proj"))) {
+                    e->n_extra = 1;
+                    snprintf(e->extra[0].name, sizeof e->extra[0].name, "input_scale");
+                    e->extra[0].len = e->cols;
+                }
             } else if (cfg->algo != WQ_ALGO_RTN) {
                 e->has_gidx = 0;
                 snprintf(e->algorithm, sizeof e->algorithm, "rtn");
@@ -161,7 +171,12 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
         } else {
             e->kind = WQ_H5_RAW;
             snprintf(e->name, sizeof e->name, "%s", t->name);
+            e->linear = is_linear_weight(t, layer, sizeof layer);
             cost[i] = t->numel / 8; /* a copy is cheaper than quantizing */
+            /* AWQ rescales the blocks' norms: written by the block pass */
+            if (cfg->algo == WQ_ALGO_AWQ && strncmp(t->name, "model.layers.", 13) == 0 &&
+                strstr(t->name, "layernorm.weight"))
+                cost[i] = -1;
         }
     }
     if (wq_dist_rank(d) == 0) st = wq_dist_plan_items(cost, n, wq_dist_size(d), p->owner);
@@ -182,6 +197,16 @@ static int64_t lookup_entry(void *ctx, const char *layer)
     const plan *p = ctx;
     for (int64_t i = 0; i < p->n; i++)
         if (p->entries[i].kind == WQ_H5_QLINEAR && strcmp(p->entries[i].name, layer) == 0) return i;
+    return -1;
+}
+
+/* A raw tensor written by the block pass (owner -1), e.g. AWQ's rescaled norms. */
+static int64_t lookup_raw(void *ctx, const char *name)
+{
+    const plan *p = ctx;
+    for (int64_t i = 0; i < p->n; i++)
+        if (p->entries[i].kind == WQ_H5_RAW && p->owner[i] < 0 && strcmp(p->entries[i].name, name) == 0)
+            return i;
     return -1;
 }
 
@@ -223,9 +248,12 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     if (st == WQ_OK) st = wq_engine_create(d, mc, stages, ids, lens, cs.n_samples, &e);
     wq_weight_source src = wq_source_safetensors(m);
     if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &src));
-    if (st == WQ_OK)
+    if (st == WQ_OK && cfg->algo == WQ_ALGO_GPTQ)
         st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
                              (void *)p, progress);
+    else if (st == WQ_OK && cfg->algo == WQ_ALGO_AWQ)
+        st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
+                            progress);
     wq_engine_destroy(e);
     wq_free(ids);
     wq_free(lens);
@@ -382,7 +410,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, progress);
-        if (rs == WQ_OK && cfg.algo == WQ_ALGO_GPTQ)
+        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ))
             rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, (int)stages, progress);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;

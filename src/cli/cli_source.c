@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/core_alloc.h"
 #include "core/core_log.h"
 
 static wq_status st_read(void *ctx, const char *name, float *dst, int64_t numel)
@@ -58,7 +59,20 @@ static wq_status h5_read(void *ctx, const char *name, float *dst, int64_t numel)
                      (long long)numel);
         return WQ_ERR_FORMAT;
     }
-    return e->kind == WQ_H5_QLINEAR ? wq_h5_dequant(r, e, dst) : wq_h5_read_raw_f32(r, e, dst);
+    if (e->kind != WQ_H5_QLINEAR) return wq_h5_read_raw_f32(r, e, dst);
+    WQ_TRY(wq_h5_dequant(r, e, dst));
+    /* AWQ self tuples (INC MulLinear): y = linear(x * input_scale) = x . (W diag(input_scale))^T */
+    for (int k = 0; k < e->n_extra; k++) {
+        if (strcmp(e->extra[k].name, "input_scale") != 0 || e->extra[k].len != e->cols) continue;
+        float *sc = wq_malloc((size_t)e->cols * sizeof(float));
+        if (!sc) return WQ_ERR_NOMEM;
+        wq_status st = wq_h5_read_extra(r, e, "input_scale", sc);
+        for (int64_t o = 0; st == WQ_OK && o < e->rows; o++)
+            for (int64_t c = 0; c < e->cols; c++) dst[o * e->cols + c] *= sc[c];
+        wq_free(sc);
+        WQ_TRY(st);
+    }
+    return WQ_OK;
 }
 static int h5_has(void *ctx, const char *name) { return h5_lookup(ctx, name) != NULL; }
 

@@ -231,7 +231,7 @@ wq_status wq_engine_forward(wq_engine *e, const wq_block_weights *w, int update,
             x = tmp;
         }
         wq_kern_block_forward(mc, w, x, L, e->rope_cos, e->rope_sin, ws, cap_mask ? &cap : NULL);
-        if (fn) WQ_TRY_GOTO(fn(ctx, j, L, &cap), st, done);
+        if (fn) WQ_TRY_GOTO(fn(ctx, j, L, &cap, x), st, done);
     }
 done:
     wq_free(ws);

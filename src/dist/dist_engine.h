@@ -63,9 +63,11 @@ int64_t wq_engine_seq_len(const wq_engine *e, int64_t j);
 /* Stage 0 ranks: x = embedding of their sequences. Others: no-op. Not collective. */
 wq_status wq_engine_embed(wq_engine *e, const wq_weight_source *src);
 
-/* Called once per local sequence during a forward with capture: cap holds the inputs of the
- * block's linears for that sequence ([T][in] each, only the requested ones non-NULL). */
-typedef wq_status (*wq_capture_fn)(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap);
+/* Called once per local sequence during a forward with a callback: cap holds the inputs of the
+ * block's linears for that sequence ([T][in] each, only the requested ones non-NULL), out the
+ * block's output [T][d]. The buffers are reused for the next sequence. */
+typedef wq_status (*wq_capture_fn)(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap,
+                                   const float *out);
 /* Which inputs to capture (bit per wq_block_capture field). */
 enum { WQ_CAP_ATTN = 1, WQ_CAP_O = 2, WQ_CAP_MLP = 4, WQ_CAP_DOWN = 8 };
 

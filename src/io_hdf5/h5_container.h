@@ -84,9 +84,10 @@ wq_status wq_h5_create(wq_dist *d, const char *path, const wq_h5_entry *entries,
 
 /* Independent: packs m (the whole matrix, m->rows == rows) and writes qweight, qzeros, scales and
  * g_idx of qlinear entry idx. m must match the declaration (shape, group size, dtype, bits, zeros
- * for int, g_idx iff has_gidx); codes < 2^bits, int zeros integers in [0, 2^bits), g_idx in
- * [0, ngroups), scales finite (also after rounding to f16 when scale_dtype is F16).
- * WQ_ERR_ARG (mismatch, named), WQ_ERR_NUMERIC (non-finite scale), WQ_ERR_IO, WQ_ERR_NOMEM. */
+ * for int, g_idx if has_gidx; without has_gidx a g_idx must be the implicit c / group_size); codes
+ * < 2^bits, int zeros integers in [0, 2^bits), g_idx in [0, ngroups), scales finite (also after
+ * rounding to f16 when scale_dtype is F16). WQ_ERR_ARG (mismatch, named), WQ_ERR_NUMERIC
+ * (non-finite scale), WQ_ERR_IO, WQ_ERR_NOMEM. */
 wq_status wq_h5_write_qlinear(wq_h5_file *f, int64_t idx, const wq_qmatrix *m);
 /* Independent: writes output rows [row0, row0 + m->rows) of qlinear entry idx (the design's row
  * split across the ranks of a stage). m holds just those rows (m->rows >= 1). For int dtypes qzeros

@@ -582,8 +582,12 @@ static wq_status check_block(const wq_h5_file *f, const wq_h5_entry *e, int64_t 
             m->bits, wq_qdtype_name(e->spec.dtype), e->spec.bits);
     if (e->has_gidx && row0 == 0 && !m->g_idx)
         BAD(WQ_ERR_ARG, "declared with g_idx, matrix has none");
-    if (!e->has_gidx && m->g_idx)
-        BAD(WQ_ERR_ARG, "matrix has a g_idx but the layer was declared without one");
+    /* an undeclared g_idx may only be the implicit one (c / group_size): dropping any other
+     * would change the dequantized weights */
+    for (int64_t c = 0; !e->has_gidx && m->g_idx && c < m->cols; c++)
+        if (m->g_idx[c] != c / e->group_size_eff)
+            BAD(WQ_ERR_ARG,
+                "matrix has a g_idx (act order) but the layer was declared without one");
     if (is_int && (row0 % s->npw != 0 || (m->rows % s->npw != 0 && row0 + m->rows != e->rows)))
         BAD(WQ_ERR_ARG,
             "row block [%lld, %lld) is not aligned to %d rows (qzeros packs along rows)",

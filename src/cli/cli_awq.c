@@ -1,0 +1,309 @@
+/* cli_awq.c: block-by-block AWQ over the distributed engine (numerics.md 5.2-5.7).
+ * Losses are summed per calibration sequence in exact fixed point and reduced over the stage, so the
+ * chosen scales and clip ratios are identical for any rank count. Layer: cli. */
+#include "cli/cli_awq.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "algos/algo_awq.h"
+#include "algos/algo_rtn.h"
+#include "core/core_alloc.h"
+#include "core/core_half.h"
+#include "core/core_log.h"
+#include "dist/dist_reduce.h"
+#include "kernels/kern_exact.h"
+
+enum { K_ATTN = 0, K_O = 1, K_MLP = 2, K_DOWN = 3, N_LIN = 7 };
+
+static const struct {
+    const char *sub;
+    int kind;
+} k_lin[N_LIN] = {{"self_attn.q_proj", K_ATTN}, {"self_attn.k_proj", K_ATTN},
+                  {"self_attn.v_proj", K_ATTN}, {"self_attn.o_proj", K_O},
+                  {"mlp.gate_proj", K_MLP},     {"mlp.up_proj", K_MLP},
+                  {"mlp.down_proj", K_DOWN}};
+/* Tuples sharing one scale (INC's trace result for Llama, numerics 5.3) and their absorber. */
+static const struct {
+    int first, n;
+    const char *absorber; /* NULL: self tuple (input scale stored with the layer) */
+} k_tuple[4] = {{0, 3, "input_layernorm.weight"}, {3, 1, NULL}, {4, 2, "post_attention_layernorm.weight"},
+                {6, 1, NULL}};
+
+typedef struct {
+    int64_t n;             /* local sequences */
+    int64_t *T;            /* [n] */
+    float **x[4];          /* captured inputs per kind, per sequence */
+    float **yref;          /* fp block outputs */
+    wq_exact *absacc[4];   /* per kind: [in] sums of |x| */
+    int64_t in[4];
+    int64_t k;             /* next sequence slot */
+    int64_t d;
+} awq_cap;
+
+static wq_status cap_cb(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap, const float *out)
+{
+    (void)seq;
+    awq_cap *c = ctx;
+    const float *src[4] = {cap->x_attn, cap->x_o, cap->x_mlp, cap->x_down};
+    int64_t k = c->k++;
+    c->T[k] = T;
+    for (int q = 0; q < 4; q++) {
+        int64_t in = c->in[q];
+        c->x[q][k] = wq_malloc((size_t)(T * in) * sizeof(float));
+        if (!c->x[q][k]) return WQ_ERR_NOMEM;
+        memcpy(c->x[q][k], src[q], (size_t)(T * in) * sizeof(float));
+        double *sum = wq_calloc((size_t)in, sizeof(double));
+        if (!sum) return WQ_ERR_NOMEM;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < in; i++) sum[i] += fabs((double)src[q][t * in + i]);
+        int64_t bad = wq_kern_exact_add_f64(c->absacc[q], sum, in);
+        wq_free(sum);
+        if (bad) {
+            WQ_LOG_ERROR("AWQ: non-finite calibration activations in sequence %lld", (long long)seq);
+            return WQ_ERR_NUMERIC;
+        }
+    }
+    c->yref[k] = wq_malloc((size_t)(T * c->d) * sizeof(float));
+    if (!c->yref[k]) return WQ_ERR_NOMEM;
+    memcpy(c->yref[k], out, (size_t)(T * c->d) * sizeof(float));
+    return WQ_OK;
+}
+
+static void cap_free(awq_cap *c)
+{
+    for (int q = 0; q < 4; q++) {
+        for (int64_t k = 0; c->x[q] && k < c->n; k++) wq_free(c->x[q][k]);
+        wq_free(c->x[q]);
+        wq_free(c->absacc[q]);
+    }
+    for (int64_t k = 0; c->yref && k < c->n; k++) wq_free(c->yref[k]);
+    wq_free(c->yref);
+    wq_free(c->T);
+    memset(c, 0, sizeof *c);
+}
+
+/* Block-output loss with modified weights: sum over local sequences of mean((y - yref)^2). */
+typedef struct {
+    const awq_cap *c;
+    wq_exact *acc;
+    int64_t k;
+} out_loss;
+
+static wq_status out_cb(void *ctx, int64_t seq, int64_t T, const wq_block_capture *cap, const float *out)
+{
+    (void)seq;
+    (void)cap;
+    out_loss *o = ctx;
+    const float *y = o->c->yref[o->k++];
+    double s = 0;
+    for (int64_t i = 0; i < T * o->c->d; i++) s += ((double)out[i] - y[i]) * ((double)out[i] - y[i]);
+    s /= (double)(T * o->c->d);
+    wq_kern_exact_add_f64(o->acc, &s, 1);
+    return WQ_OK;
+}
+
+static int pick_min(const wq_exact *acc, int n)
+{
+    double v[32];
+    wq_kern_exact_to_f64(acc, v, n);
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] < v[best]) best = i; /* first strictly smallest */
+    return best;
+}
+
+wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
+                         const wq_weight_source *src, const wq_config *cfg, wq_h5_file *f,
+                         const wq_h5_entry *entries, wq_entry_lookup lookup, void *lookup_ctx,
+                         wq_entry_lookup lookup_raw, int progress)
+{
+    const int64_t d = mc->hidden_size, F = mc->intermediate_size;
+    const int64_t qd = mc->n_heads * mc->head_dim, kd = mc->n_kv_heads * mc->head_dim;
+    const int64_t in_of[4] = {d, qd, d, F};
+    const int64_t rows_of[N_LIN] = {qd, kd, kd, d, F, F, d};
+    wq_dist *sd = wq_engine_stage_dist(e);
+    for (int s = 0; s < wq_engine_n_stages(e); s++) {
+        wq_status st = WQ_OK;
+        for (int64_t b = wq_engine_block_begin(e, s); wq_engine_stage(e) == s && b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
+            wq_dist_fault_point(world, "block", b);
+            wq_block_buf bb = {0};
+            awq_cap c = {0};
+            float *wq_buf[N_LIN] = {0}, *scale[4] = {0}, *scratch = NULL, *xmean[4] = {0};
+            float quant[N_LIN];
+            int64_t idx[N_LIN];
+            wq_qspec spec[N_LIN];
+            st = wq_block_load(mc, src, b, &bb);
+            const float *W[N_LIN] = {bb.wq, bb.wk, bb.wv, bb.wo, bb.w_gate, bb.w_up, bb.w_down};
+            for (int l = 0; l < N_LIN; l++) {
+                char layer[256];
+                snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, k_lin[l].sub);
+                idx[l] = lookup(lookup_ctx, layer);
+                spec[l] = idx[l] >= 0 ? entries[idx[l]].spec : (wq_qspec){0};
+                quant[l] = 1.0f;
+            }
+            c.n = wq_engine_n_local(e);
+            c.d = d;
+            c.T = wq_calloc((size_t)c.n + 1, sizeof(int64_t));
+            c.yref = wq_calloc((size_t)c.n + 1, sizeof(float *));
+            for (int q = 0; q < 4; q++) {
+                c.in[q] = in_of[q];
+                c.x[q] = wq_calloc((size_t)c.n + 1, sizeof(float *));
+                c.absacc[q] = wq_calloc((size_t)in_of[q], sizeof(wq_exact));
+                xmean[q] = wq_malloc((size_t)in_of[q] * sizeof(float));
+                scale[q] = wq_malloc((size_t)in_of[q] * sizeof(float));
+                if (!c.x[q] || !c.absacc[q] || !xmean[q] || !scale[q]) st = WQ_ERR_NOMEM;
+            }
+            int64_t maxT = 1;
+            for (int64_t k = 0; k < c.n; k++) {
+                int64_t L = wq_engine_seq_len(e, wq_engine_local_seq(e, k));
+                if (L > maxT) maxT = L;
+            }
+            int64_t maxw = 0;
+            for (int l = 0; l < N_LIN; l++) {
+                if (rows_of[l] * in_of[k_lin[l].kind] > maxw) maxw = rows_of[l] * in_of[k_lin[l].kind];
+                wq_buf[l] = wq_malloc((size_t)(rows_of[l] * in_of[k_lin[l].kind]) * sizeof(float));
+                if (!wq_buf[l]) st = WQ_ERR_NOMEM;
+            }
+            scratch = wq_malloc((size_t)(maxw + maxT * (F > qd ? (F > d ? F : d) : (qd > d ? qd : d))) * sizeof(float));
+            if (!c.T || !c.yref || !scratch) st = WQ_ERR_NOMEM;
+            st = wq_dist_agree(sd, st);
+            /* 1. captures, fp outputs, |x| statistics (5.2, 5.4) */
+            if (st == WQ_OK) st = wq_dist_agree(sd, wq_engine_forward(e, &bb.w, 0, 15u, cap_cb, &c));
+            int64_t ntok = 0;
+            for (int64_t k = 0; k < c.n; k++) ntok += c.T[k];
+            if (st == WQ_OK) st = wq_dist_allreduce_sum_i64(sd, &ntok, 1);
+            for (int q = 0; q < 4 && st == WQ_OK; q++) {
+                st = wq_dist_allreduce_exact(sd, c.absacc[q], in_of[q]);
+                double *tmp = wq_malloc((size_t)in_of[q] * sizeof(double));
+                if (!tmp) st = WQ_ERR_NOMEM;
+                if (st == WQ_OK) {
+                    wq_kern_exact_to_f64(c.absacc[q], tmp, in_of[q]);
+                    for (int64_t i = 0; i < in_of[q]; i++) xmean[q][i] = (float)(tmp[i] / (double)(ntok ? ntok : 1));
+                }
+                wq_free(tmp);
+            }
+            /* 2. scale search per tuple (5.4) */
+            int has_scale[4] = {0};
+            for (int t = 0; t < 4 && st == WQ_OK; t++) {
+                int first = k_tuple[t].first, n = k_tuple[t].n, kind = k_lin[first].kind;
+                int quantized = 0;
+                for (int l = first; l < first + n; l++) quantized |= idx[l] >= 0;
+                if (!cfg->ap.use_auto_scale || !quantized || (!k_tuple[t].absorber && cfg->ap.folding)) continue;
+                int64_t cols = in_of[kind];
+                const wq_qspec *sp = &spec[idx[first] >= 0 ? first : first + 1];
+                float *wmean = wq_malloc((size_t)cols * sizeof(float));
+                wq_exact acc[WQ_AWQ_N_SCALE_RATIOS] = {{0, 0}};
+                if (!wmean) { st = WQ_ERR_NOMEM; break; }
+                wq_algo_awq_w_mean(&W[first], &rows_of[first], n, cols, wq_qspec_group_size(sp, cols), wmean);
+                for (int r = 0; r < WQ_AWQ_N_SCALE_RATIOS && st == WQ_OK; r++) {
+                    st = wq_algo_awq_scales(xmean[kind], wmean, cols, (float)r / WQ_AWQ_N_SCALE_RATIOS, scale[t]);
+                    for (int l = first; l < first + n && st == WQ_OK; l++)
+                        st = idx[l] >= 0 ? wq_algo_awq_fakequant(&spec[l], 1.0f, W[l], rows_of[l], cols, scale[t], wq_buf[l])
+                                         : WQ_OK;
+                    if (st != WQ_OK) break;
+                    if (n > 1) { /* whole block output (INC) */
+                        wq_block_weights w2 = bb.w;
+                        const float **slot[N_LIN] = {&w2.wq, &w2.wk, &w2.wv, &w2.wo, &w2.w_gate, &w2.w_up, &w2.w_down};
+                        for (int l = first; l < first + n; l++)
+                            if (idx[l] >= 0) *slot[l] = wq_buf[l];
+                        out_loss ol = {&c, &acc[r], 0};
+                        st = wq_engine_forward(e, &w2, 0, 0, out_cb, &ol);
+                    } else { /* the layer's own output */
+                        for (int64_t k = 0; k < c.n; k++) {
+                            double v = wq_algo_awq_layer_loss(c.x[kind][k], c.T[k], W[first], wq_buf[first], rows_of[first], cols, scratch);
+                            wq_kern_exact_add_f64(&acc[r], &v, 1);
+                        }
+                    }
+                }
+                st = wq_dist_agree(sd, st);
+                if (st == WQ_OK) st = wq_dist_allreduce_exact(sd, acc, WQ_AWQ_N_SCALE_RATIOS);
+                if (st == WQ_OK) {
+                    int best = pick_min(acc, WQ_AWQ_N_SCALE_RATIOS);
+                    st = wq_algo_awq_scales(xmean[kind], wmean, cols, (float)best / WQ_AWQ_N_SCALE_RATIOS, scale[t]);
+                    has_scale[t] = 1;
+                    if (progress && wq_dist_rank(sd) == 0)
+                        fprintf(stderr, "[awq] block %lld tuple %s: ratio %.2f\n", (long long)b, k_lin[first].sub,
+                                (double)best / WQ_AWQ_N_SCALE_RATIOS);
+                }
+                wq_free(wmean);
+            }
+            /* 3. clip search per layer (5.6), on the layer's recorded input, scale applied */
+            for (int l = 0; l < N_LIN && st == WQ_OK && cfg->ap.use_auto_clip; l++) {
+                if (idx[l] < 0) continue;
+                int kind = k_lin[l].kind, t = kind; /* tuple index equals the input kind */
+                wq_exact acc[WQ_AWQ_N_CLIP_RATIOS] = {{0, 0}};
+                for (int i = 0; i < WQ_AWQ_N_CLIP_RATIOS && st == WQ_OK; i++) {
+                    st = wq_algo_awq_fakequant(&spec[l], 1.0f - (float)i / 100.0f, W[l], rows_of[l], in_of[kind],
+                                               has_scale[t] ? scale[t] : NULL, wq_buf[l]);
+                    for (int64_t k = 0; st == WQ_OK && k < c.n; k++) {
+                        double v = wq_algo_awq_layer_loss(c.x[kind][k], c.T[k], W[l], wq_buf[l], rows_of[l], in_of[kind], scratch);
+                        wq_kern_exact_add_f64(&acc[i], &v, 1);
+                    }
+                }
+                st = wq_dist_agree(sd, st);
+                if (st == WQ_OK) st = wq_dist_allreduce_exact(sd, acc, WQ_AWQ_N_CLIP_RATIOS);
+                if (st == WQ_OK) quant[l] = 1.0f - (float)pick_min(acc, WQ_AWQ_N_CLIP_RATIOS) / 100.0f;
+            }
+            /* 4. final quantization of the scaled weights and the absorbed norms (5.5, 5.7) */
+            for (int l = 0; l < N_LIN && st == WQ_OK; l++) {
+                if (idx[l] < 0) continue;
+                int kind = k_lin[l].kind, t = kind;
+                int64_t rows = rows_of[l], cols = in_of[kind];
+                wq_status ws = WQ_OK;
+                if (wq_dist_rank(sd) == l % wq_dist_size(sd)) {
+                    float *Ws = wq_buf[l];
+                    for (int64_t r = 0; r < rows; r++)
+                        for (int64_t cc = 0; cc < cols; cc++)
+                            Ws[r * cols + cc] = has_scale[t] ? W[l][r * cols + cc] * scale[t][cc] : W[l][r * cols + cc];
+                    wq_qspec sq = spec[l];
+                    sq.mse_search = false;
+                    wq_qmatrix m = {0};
+                    char layer[256];
+                    snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, k_lin[l].sub);
+                    ws = wq_algo_rtn_quantize_quantile(&sq, layer, Ws, rows, cols, quant[l], &m);
+                    if (ws == WQ_OK) ws = wq_h5_write_qlinear(f, idx[l], &m);
+                    if (ws == WQ_OK && entries[idx[l]].n_extra > 0) {
+                        float *inv = scratch;
+                        for (int64_t cc = 0; cc < cols; cc++) inv[cc] = has_scale[t] && !k_tuple[t].absorber ? 1.0f / scale[t][cc] : 1.0f;
+                        ws = wq_h5_write_extra(f, idx[l], "input_scale", inv);
+                    }
+                    wq_qmatrix_free(&m);
+                }
+                st = wq_dist_agree(sd, ws);
+            }
+            for (int t = 0; t < 4 && st == WQ_OK; t++) {
+                if (!k_tuple[t].absorber) continue;
+                char name[256];
+                snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)b, k_tuple[t].absorber);
+                int64_t ridx = lookup_raw(lookup_ctx, name);
+                wq_status ws = WQ_OK;
+                if (ridx >= 0 && wq_dist_rank(sd) == 0) {
+                    const float *nw = t == 0 ? bb.w.attn_norm : bb.w.mlp_norm;
+                    float *out = scratch;
+                    for (int64_t i = 0; i < d; i++) out[i] = has_scale[t] ? nw[i] / scale[t][i] : nw[i];
+                    void *raw = wq_malloc((size_t)d * 8);
+                    if (!raw) {
+                        ws = WQ_ERR_NOMEM;
+                    } else {
+                        wq_convert_from_f32(entries[ridx].orig_dtype, out, raw, (size_t)d);
+                        ws = wq_h5_write_raw(f, ridx, raw);
+                        wq_free(raw);
+                    }
+                }
+                st = wq_dist_agree(sd, ws);
+            }
+            /* 5. the fp block gives the next block's inputs (INC) */
+            if (st == WQ_OK) st = wq_dist_agree(sd, wq_engine_forward(e, &bb.w, 1, 0, NULL, NULL));
+            cap_free(&c);
+            for (int l = 0; l < N_LIN; l++) wq_free(wq_buf[l]);
+            for (int q = 0; q < 4; q++) wq_free(scale[q]), wq_free(xmean[q]);
+            wq_free(scratch);
+            wq_block_buf_free(&bb);
+        }
+        wq_status hs = wq_engine_handoff(e, s, st);
+        if (hs != WQ_OK) return hs;
+    }
+    return WQ_OK;
+}
