@@ -12,6 +12,7 @@
 #include "core/core_alloc.h"
 #include "core/core_half.h"
 #include "core/core_log.h"
+#include "cli/cli_source.h"
 #include "io_hdf5/h5_container.h"
 #include "model/st_writer.h"
 
@@ -153,6 +154,7 @@ static wq_status export_fp16(const char *path, const char *outdir)
     float *buf = NULL;
     uint16_t *half = NULL;
     WQ_TRY(wq_h5_open(path, &r));
+    wq_weight_source src = wq_source_container(r);
     if (mkdir(outdir, 0755) != 0 && errno != EEXIST) {
         WQ_LOG_ERROR("cannot create the output directory '%s': %s", outdir, strerror(errno));
         wq_h5_close(r);
@@ -181,10 +183,10 @@ static wq_status export_fp16(const char *path, const char *outdir)
     WQ_CHECK_GOTO(buf && half, st, WQ_ERR_NOMEM, done, "out of memory exporting '%s'", path);
     for (int64_t i = 0; i < n; i++) {
         const wq_h5_entry *e = wq_h5_entry_at(r, i);
-        if (e->kind == WQ_H5_QLINEAR)
-            WQ_TRY_GOTO(wq_h5_dequant(r, e, buf), st, done);
-        else
-            WQ_TRY_GOTO(wq_h5_read_raw_f32(r, e, buf), st, done);
+        /* through the weight source, so algorithm extras (AWQ input scales) are applied */
+        char tname[300];
+        snprintf(tname, sizeof tname, "%s%s", e->name, e->kind == WQ_H5_QLINEAR ? ".weight" : "");
+        WQ_TRY_GOTO(src.read_f32(src.ctx, tname, buf, numel_of(e)), st, done);
         wq_convert_from_f32(WQ_DTYPE_F16, buf, half, (size_t)numel_of(e));
         WQ_TRY_GOTO(wq_st_writer_write(w, half, (size_t)numel_of(e) * 2), st, done);
     }
