@@ -68,7 +68,7 @@ static double now_s(void)
 /* GPTQ of one linear over the stage: every stage rank gets the full qmatrix and Q (into w). */
 static wq_status quantize_linear(wq_dist *sd, const char *layer, const wq_qspec *spec,
                                  const wq_config *cfg, double *H, int64_t rows, int64_t cols,
-                                 float *w, wq_qmatrix *m)
+                                 float *w, wq_qmatrix *m, float *s8_out)
 {
     wq_status st = WQ_OK;
     wq_gptq_ctx *ctx = NULL;
@@ -110,9 +110,7 @@ static wq_status quantize_linear(wq_dist *sd, const char *layer, const wq_qspec 
         WQ_TRY_GOTO(wq_dist_allreduce_bor(sd, m->zeros, (size_t)(rows * m->ngroups) * sizeof(float)), st, done);
     WQ_TRY_GOTO(wq_dist_allreduce_bor(sd, Q, (size_t)(rows * cols) * sizeof(float)), st, done);
     memcpy(w, Q, (size_t)(rows * cols) * sizeof(float));
-    if (cfg->ap.fp8_aware) {
-        WQ_LOG_ROOT("%s: fp8_aware scale s8 = %g (DPQ)", layer, (double)s8);
-    }
+    *s8_out = s8;
 done:
     wq_free(Q);
     wq_algo_gptq_destroy(ctx);
@@ -183,11 +181,16 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                         }
                         wq_kern_hessian_finalize(h.acc[k], in_of[k], total_seqs, H);
                         wq_qmatrix m;
-                        st = quantize_linear(sd, layer, &entries[idx].spec, cfg, H, rows_of[li], in_of[k], wptr[li], &m);
+                        float s8 = 0;
+                        st = quantize_linear(sd, layer, &entries[idx].spec, cfg, H, rows_of[li], in_of[k], wptr[li], &m, &s8);
                         wq_free(H);
                         if (st != WQ_OK) break;
                         wq_status ws = WQ_OK;
-                        if (wq_dist_rank(sd) == li % wq_dist_size(sd)) ws = wq_h5_write_qlinear(f, idx, &m);
+                        if (wq_dist_rank(sd) == li % wq_dist_size(sd)) {
+                            ws = wq_h5_write_qlinear(f, idx, &m);
+                            /* DPQ: the per-tensor FP8 scale travels with the layer (INC: scale_bf16_to_fp8) */
+                            if (ws == WQ_OK && cfg->ap.fp8_aware) ws = wq_h5_write_extra(f, idx, "scale_bf16_to_fp8", &s8);
+                        }
                         wq_qmatrix_free(&m);
                         st = wq_dist_agree(sd, ws);
                         if (progress && wq_dist_rank(sd) == 0)

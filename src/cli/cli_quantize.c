@@ -158,6 +158,11 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
                 cost[i] = -1;
                 /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
                  * (INC's MulLinear) their input scale is stored with the layer */
+                if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.fp8_aware) {
+                    e->n_extra = 1;
+                    snprintf(e->extra[0].name, sizeof e->extra[0].name, "scale_bf16_to_fp8");
+                    e->extra[0].len = 1;
+                }
                 if (cfg->algo == WQ_ALGO_AWQ && !cfg->ap.folding &&
                     (strstr(layer, "o_proj") || strstr(layer, "down_proj"))) {
                     e->n_extra = 1;

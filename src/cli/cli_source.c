@@ -1,6 +1,8 @@
 /* cli_source.c: wq_weight_source over safetensors and over a container. Layer: cli. */
 #include "cli/cli_source.h"
 
+#include "algos/algo_gptq.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -60,6 +62,17 @@ static wq_status h5_read(void *ctx, const char *name, float *dst, int64_t numel)
         return WQ_ERR_FORMAT;
     }
     if (e->kind != WQ_H5_QLINEAR) return wq_h5_read_raw_f32(r, e, dst);
+    for (int k = 0; k < e->n_extra; k++) {
+        /* GPTQ fp8_aware (DPQ): W = s8 * fp8_e4m3(clamp(dequant, +-R)) (numerics 4.6) */
+        if (strcmp(e->extra[k].name, "scale_bf16_to_fp8") != 0 || e->extra[k].len != 1) continue;
+        float s8 = 0;
+        wq_qmatrix m;
+        WQ_TRY(wq_h5_read_extra(r, e, "scale_bf16_to_fp8", &s8));
+        WQ_TRY(wq_h5_read_qmatrix(r, e, &m));
+        wq_algo_gptq_dequant(&m, s8, dst);
+        wq_qmatrix_free(&m);
+        return WQ_OK;
+    }
     WQ_TRY(wq_h5_dequant(r, e, dst));
     /* AWQ self tuples (INC MulLinear): y = linear(x * input_scale) = x . (W diag(input_scale))^T */
     for (int k = 0; k < e->n_extra; k++) {

@@ -463,12 +463,6 @@ static wq_status validate_from(const wq_config *cfg, const char *origin)
         snprintf(where, sizeof where, "%s: \"local\" entry \"%s\"", origin, cfg->rules[i].pattern);
         WQ_TRY(validate_spec(&cfg->rules[i].spec, where));
     }
-    if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.fp8_aware) {
-        WQ_LOG_ERROR("%s: key 'fp8_aware' (DPQ): the solver supports it but the container cannot "
-                     "store the FP8 scale yet; allowed: false",
-                     origin);
-        return WQ_ERR_UNSUPPORTED;
-    }
     if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.act_order && cfg->ap.hybrid_order) {
         WQ_LOG_ERROR("%s: keys 'act_order' and 'hybrid_order' are mutually exclusive", origin);
         return WQ_ERR_ARG;
