@@ -13,14 +13,14 @@ if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_
 export OMPI_MCA_rmaps_base_oversubscribe=1
 run() { mpiexec -n "$NP" "$W" "$@"; }
 ppl() { sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p'; }
-bpw() { "$W" inspect --json "$1" | sed -n 's/.*"quantized_layers_bits_per_weight": \([0-9.]*\).*/\1/p'; }
+bpw() { "$W" inspect --json "$1" | sed -n 's/.*"quantized_layers_bits_per_weight":[[:space:]]*\([0-9.]*\).*/\1/p'; }
 evaluate() { # name container-or-empty
   local q=()
   [[ -n $2 ]] && q=(--quantized "$2")
   local ts wk
   ts=$(run eval --model "$M" "${q[@]}" --text assets/text/tinystories-val-500.txt --protocol stories --range 400:500 --json | ppl)
   wk=$(run eval --model "$M" "${q[@]}" --text assets/text/wikitext2-test.raw --protocol windows --windows 40 --seqlen 512 --json | ppl)
-  printf '| %-28s | %8s | %12.4f | %12.3f |\n' "$1" "${3:-32}" "$ts" "$wk"
+  printf '| %-28s | %8.3f | %12.4f | %12.3f |\n' "$1" "${3:-32}" "$ts" "$wk"
 }
 echo "quantizing on $NP ranks into $OUT ..."
 run quantize --model "$M" --config configs/rtn_w4g32_asym.json --out "$OUT/rtn_w4g32_asym.h5" --quiet
