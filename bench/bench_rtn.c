@@ -5,7 +5,10 @@
  * Reported as input GB/s (bf16 bytes read per second) and as a ratio to a memcpy of the same input
  * bytes measured in the same process (the memory-bandwidth ceiling of a read+write pass).
  * Each figure is the best of `reps` runs (default 5), timed both as wall time and as thread CPU
- * time (steadier when other processes share the cores). Usage: bench_rtn [reps] */
+ * time (steadier when other processes share the cores). The kernels' instruction set is chosen at
+ * run time (wq_kern_isa; WQ_KERNEL_ISA=ref|generic|sse2|avx2|avx512 forces one): the main tables
+ * use the active one, then every available set except ref is timed the same way (per-ISA table;
+ * all must produce the same checksum). Usage: bench_rtn [reps] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 #include "core/core_half.h"
 #include "kernels/kern_pack.h"
 #include "kernels/kern_quant.h"
+#include "kernels/kern_vec.h" /* wq__kern_ops_for and the *_ops drivers: per-ISA timings */
 
 enum { BITS = 4, GS = 128, ROW_BLOCK = 16, NMAT = 3 };
 
@@ -67,24 +71,26 @@ typedef struct {
     float *scales, *zeros; /* [rows][ngroups] */
 } layer;
 
-/* The measured pipeline for one matrix. xf: [ROW_BLOCK][cols] f32, codes: [ROW_BLOCK][cols]. */
-static void quantize_layer(layer *L, float *xf, uint8_t *codes, int fused)
+/* The measured pipeline for one matrix with the kernels of `ops` (the public entry points run the
+ * active set the same way). xf: [ROW_BLOCK][cols] f32, codes: [ROW_BLOCK][cols]. */
+static void quantize_layer(const wq__kern_ops *ops, layer *L, float *xf, uint8_t *codes, int fused)
 {
     const int64_t rows = L->rows, cols = L->cols, ng = L->ngroups;
     for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
         const int64_t nr = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
         for (int64_t r = 0; r < nr; r++) {
             if (fused)
-                wq_kern_quant_row_int_bf16(L->w + (r0 + r) * cols, cols, GS, BITS, WQ_SCHEME_ASYM,
-                                           1.0f, codes + r * cols, L->scales + (r0 + r) * ng,
-                                           L->zeros + (r0 + r) * ng);
+                wq__kern_quant_row_int_bf16_ops(
+                    ops, L->w + (r0 + r) * cols, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f,
+                    codes + r * cols, L->scales + (r0 + r) * ng, L->zeros + (r0 + r) * ng);
             else {
                 wq_kern_bf16_to_f32(L->w + (r0 + r) * cols, xf, cols);
-                wq_kern_quant_row_int(xf, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f, codes + r * cols,
-                                      L->scales + (r0 + r) * ng, L->zeros + (r0 + r) * ng);
+                wq__kern_quant_row_int_ops(ops, xf, cols, GS, BITS, WQ_SCHEME_ASYM, 1.0f,
+                                           codes + r * cols, L->scales + (r0 + r) * ng,
+                                           L->zeros + (r0 + r) * ng);
             }
         }
-        wq_kern_pack_qweight_optimum_ld(codes, nr, cols, BITS, rows, L->qweight + r0);
+        wq__kern_pack_qweight_optimum_ld_ops(ops, codes, nr, cols, BITS, rows, L->qweight + r0);
     }
     wq_kern_pack_qzeros_optimum(L->zeros, rows, ng, BITS, L->qzeros);
 }
@@ -124,9 +130,11 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(copy, 0, (size_t)(k_shapes[1][0] * k_shapes[1][1]) * 2); /* fault the pages in */
+    const wq__kern_ops *active = wq__kern_ops_active();
     printf("bench_rtn: RTN int4 g128 asym, bf16 -> packed optimum, 1 thread, best of %d "
-           "(setup %.1f s)\n",
-           reps, now() - t0);
+           "(setup %.1f s)\nkernel ISA: %s (WQ_KERNEL_ISA=%s)\n",
+           reps, now() - t0, wq_kern_isa_name(active->isa),
+           getenv("WQ_KERNEL_ISA") ? getenv("WQ_KERNEL_ISA") : "");
 
     /* variant 0: fused bf16 row kernel; variant 1: widen each row to f32, then the f32 kernel.
      * Clock 0: wall time; clock 1: thread CPU time. best[clock][job][m], job 0 = memcpy. */
@@ -143,7 +151,7 @@ int main(int argc, char **argv)
                 if (j == 0)
                     memcpy(copy, L[m].w, (size_t)in_bytes[m]);
                 else
-                    quantize_layer(&L[m], xf, codes, j == 1);
+                    quantize_layer(active, &L[m], xf, codes, j == 1);
                 const double w = now() - w0, c = now_cpu() - c0;
                 if (w < best[0][j][m]) best[0][j][m] = w;
                 if (c < best[1][j][m]) best[1][j][m] = c;
@@ -153,6 +161,9 @@ int main(int argc, char **argv)
             }
         }
     }
+    uint64_t last_sum = 0; /* qweight of the last matrix after the active set's runs */
+    for (int64_t i = 0; i < L[NMAT - 1].rows * 8; i++)
+        last_sum = last_sum * 31u + (uint32_t)L[NMAT - 1].qweight[i];
     if (checksum[0] != checksum[1] || copy[12345] != L[NMAT - 1].w[12345]) {
         fprintf(stderr, "bench_rtn: the two pipelines disagree\n");
         return 1;
@@ -186,9 +197,51 @@ int main(int argc, char **argv)
             if (m == NMAT && v == 0) ratio[0] = c[0] / q[0], ratio[1] = c[1] / q[1];
         }
     }
-    printf("\nratio to memcpy, fused pipeline (target >= 0.5): %.3f wall, %.3f cpu   "
+    printf("\nratio to memcpy, fused pipeline, %s (target >= 0.5): %.3f wall, %.3f cpu   "
            "[checksum %016llx]\n",
-           ratio[0], ratio[1], (unsigned long long)checksum[0]);
+           wq_kern_isa_name(active->isa), ratio[0], ratio[1], (unsigned long long)checksum[0]);
+
+    /* Per ISA (ref skipped: scalar, slow): totals over the three matrices, same reps, against the
+     * memcpy times above. */
+    double tmem[2] = {0, 0};
+    for (int m = 0; m < NMAT; m++)
+        for (int k = 0; k < 2; k++)
+            tmem[k] += best[k][0][m];
+    printf("\n[per ISA, totals]  (ratio: wall, ratio_cpu: thread CPU time)\n%-8s %14s %7s %9s "
+           "%14s %7s %9s\n",
+           "isa", "fused ms", "ratio", "ratio_cpu", "bf16->f32 ms", "ratio", "ratio_cpu");
+    for (int isa = WQ_KERN_ISA_GENERIC; isa < WQ_KERN_ISA_COUNT; isa++) {
+        const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+        if (!ops) continue;
+        double tot[2][2] = {{0, 0}, {0, 0}}; /* [variant][clock] */
+        int mismatch = 0;
+        for (int v = 0; v < 2; v++) {
+            for (int m = 0; m < NMAT; m++) {
+                double b[2] = {1e30, 1e30};
+                for (int rep = 0; rep < reps; rep++) {
+                    const double w0 = now(), c0 = now_cpu();
+                    quantize_layer(ops, &L[m], xf, codes, v == 0);
+                    const double w = now() - w0, c = now_cpu() - c0;
+                    if (w < b[0]) b[0] = w;
+                    if (c < b[1]) b[1] = c;
+                }
+                tot[v][0] += b[0];
+                tot[v][1] += b[1];
+            }
+            uint64_t sum = 0; /* the last matrix's qweight, as after the active set's runs */
+            for (int64_t i = 0; i < L[NMAT - 1].rows * 8; i++)
+                sum = sum * 31u + (uint32_t)L[NMAT - 1].qweight[i];
+            mismatch |= sum != last_sum;
+        }
+        printf("%-8s %14.2f %7.3f %9.3f %14.2f %7.3f %9.3f%s\n", wq_kern_isa_name(ops->isa),
+               tot[0][0] * 1e3, tmem[0] / tot[0][0], tmem[1] / tot[0][1], tot[1][0] * 1e3,
+               tmem[0] / tot[1][0], tmem[1] / tot[1][1], mismatch ? "  MISMATCH" : "");
+        if (mismatch) {
+            fprintf(stderr, "bench_rtn: %s disagrees with %s\n", wq_kern_isa_name(ops->isa),
+                    wq_kern_isa_name(active->isa));
+            return 1;
+        }
+    }
 
     for (int m = 0; m < NMAT; m++) {
         wq_free(L[m].w);

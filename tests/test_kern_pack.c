@@ -1,11 +1,14 @@
 /* test_kern_pack.c: bit packing of codes into int32 words (src/kernels/kern_pack.c) against the
- * numerics §9.1 examples and an independent bit-by-bit reference written here. */
+ * numerics §9.1 examples and an independent bit-by-bit reference written here. The optimum packing
+ * is checked for every instruction set this machine runs (wq_kern_isa: ref, generic, sse2, avx2,
+ * avx512), not only the one the dispatcher picked. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core_alloc.h"
 #include "kernels/kern_pack.h"
+#include "kernels/kern_vec.h" /* wq__kern_ops_for, wq__kern_pack_qweight_optimum_ld_ops */
 #include "wq_testutil.h"
 
 /* Independent reference: bit b of word w is bit (b - bits*e) of element npw*w + e, LSB first. */
@@ -94,7 +97,7 @@ static void pack_unpack_should_roundtrip_every_bits_and_ragged_sizes(void **stat
 {
     (void)state;
     static const int64_t rows_list[] = {1, 3, 16, 17, 33, 48};
-    static const int64_t cols_list[] = {1, 7, 8, 9, 31, 32, 33, 100, 172};
+    static const int64_t cols_list[] = {1, 7, 8, 9, 31, 32, 33, 63, 64, 100, 128, 172, 200};
     for (int bits = 1; bits <= 8; bits++) {
         const uint8_t mask = (uint8_t)((1u << bits) - 1u);
         for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
@@ -108,20 +111,32 @@ static void pack_unpack_should_roundtrip_every_bits_and_ragged_sizes(void **stat
                     int32_t *qo = malloc((size_t)(nwc * rows) * 4),
                             *qn = malloc((size_t)(nwc * rows) * 4);
                     fill_codes(c, rows * cols, bits, seed, dirty);
-                    wq_kern_pack_qweight_optimum(c, rows, cols, bits, qo);
                     wq_kern_pack_qweight_native(c, rows, cols, bits, qn);
+                    for (int isa = WQ_KERN_ISA_COUNT - 1; isa >= 0; isa--) {
+                        const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+                        if (!ops) continue;
+                        wq__kern_pack_qweight_optimum_ld_ops(ops, c, rows, cols, bits, rows, qo);
+                        for (int64_t o = 0; o < rows; o++)
+                            for (int64_t j = 0; j < nwc; j++) {
+                                uint32_t want = ref_word(c + o * cols, 1, cols, j, bits);
+                                if (u32(qo[j * rows + o]) != want || u32(qn[o * nwc + j]) != want)
+                                    fail_msg("%s: bits %d rows %lld cols %lld o %lld j %lld seed "
+                                             "%llx",
+                                             wq_kern_isa_name((wq_kern_isa)isa), bits,
+                                             (long long)rows, (long long)cols, (long long)o,
+                                             (long long)j, (unsigned long long)seed);
+                            }
+                    }
+                    /* the public entry point (active ISA) as well; qo is also unpacked below */
+                    wq_kern_pack_qweight_optimum(c, rows, cols, bits, qo);
                     for (int64_t o = 0; o < rows; o++)
-                        for (int64_t j = 0; j < nwc; j++) {
-                            uint32_t want = ref_word(c + o * cols, 1, cols, j, bits);
-                            if (u32(qo[j * rows + o]) != want || u32(qn[o * nwc + j]) != want)
-                                fail_msg("bits %d rows %lld cols %lld o %lld j %lld seed %llx",
-                                         bits, (long long)rows, (long long)cols, (long long)o,
-                                         (long long)j, (unsigned long long)seed);
-                        }
+                        for (int64_t j = 0; j < nwc; j++)
+                            assert_int_equal(u32(qo[j * rows + o]),
+                                             ref_word(c + o * cols, 1, cols, j, bits));
                     wq_kern_unpack_qweight_optimum(qo, rows, cols, bits, back);
                     for (int64_t i = 0; i < rows * cols; i++)
                         assert_int_equal(back[i], c[i] & mask);
-                    memset(back, 0xAB, (size_t)(rows * cols));
+                    memset(back, 0xAB, (size_t)rows * (size_t)cols);
                     wq_kern_unpack_qweight_native(qn, rows, cols, bits, back);
                     for (int64_t i = 0; i < rows * cols; i++)
                         assert_int_equal(back[i], c[i] & mask);
@@ -149,14 +164,22 @@ static void pack_optimum_ld_should_fill_block_columns(void **state)
         int32_t *blk = wq_malloc((size_t)(nw * (rows + 1)) * 4);
         fill_codes(c, rows * cols, bits, WQ_TEST_SEED + (uint64_t)bits, 0);
         wq_kern_pack_qweight_optimum(c, rows, cols, bits, full);
-        for (int shift = 0; shift <= 1; shift++) { /* ld = rows (64B-aligned) or rows + 1 */
-            const int64_t ld = rows + shift;
-            memset(blk, 0, (size_t)(nw * ld) * 4);
-            for (int64_t r0 = 0; r0 < rows; r0 += 32)
-                wq_kern_pack_qweight_optimum_ld(c + r0 * cols, 32, cols, bits, ld, blk + r0);
-            for (int64_t j = 0; j < nw; j++)
-                for (int64_t o = 0; o < rows; o++)
-                    assert_int_equal(u32(blk[j * ld + o]), u32(full[j * rows + o]));
+        for (int isa = 0; isa < WQ_KERN_ISA_COUNT; isa++) {
+            const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+            if (!ops) continue;
+            for (int shift = 0; shift <= 1; shift++) { /* ld = rows (64B-aligned) or rows + 1 */
+                const int64_t ld = rows + shift;
+                memset(blk, 0, (size_t)(nw * ld) * 4);
+                for (int64_t r0 = 0; r0 < rows; r0 += 32)
+                    wq__kern_pack_qweight_optimum_ld_ops(ops, c + r0 * cols, 32, cols, bits, ld,
+                                                         blk + r0);
+                for (int64_t j = 0; j < nw; j++)
+                    for (int64_t o = 0; o < rows; o++)
+                        if (u32(blk[j * ld + o]) != u32(full[j * rows + o]))
+                            fail_msg("%s: bits %d ld %lld j %lld o %lld",
+                                     wq_kern_isa_name((wq_kern_isa)isa), bits, (long long)ld,
+                                     (long long)j, (long long)o);
+            }
         }
         free(c);
         wq_free(full);

@@ -1,7 +1,8 @@
 /* test_kern_quant.c: quantization kernels (src/kernels/kern_quant*.c) against hand-derived cases
  * (numerics.md §1.2 worked example, ties, 1-bit rule, GPTQ quirk), an independent float32
  * transcription of INC's formulas written here (inc_*), double-precision property checks, and
- * brute-force searches; plus fast == _ref == portable bit-exactness. */
+ * brute-force searches; plus fast == _ref bit-exactness for every instruction set this machine
+ * runs (wq_kern_isa: ref, generic, sse2, avx2, avx512), not only the one the dispatcher picked. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,7 +12,7 @@
 #include "core/core_half.h"
 #include "core/core_qtypes.h"
 #include "kernels/kern_quant.h"
-#include "kernels/kern_vec.h" /* internal portable/SSE2 variants, checked against _ref too */
+#include "kernels/kern_vec.h" /* internal per-ISA loops and drivers, checked against _ref too */
 #include "wq_testutil.h"
 
 static const wq_int_scheme k_schemes[4] = {WQ_SCHEME_ASYM, WQ_SCHEME_SYM, WQ_SCHEME_SYM_FULL,
@@ -326,10 +327,53 @@ static void quant_int_should_map_nan_quotient_to_zero_and_inf_to_ends(void **sta
 
 // ---- Int: sweeps --------------------------------------------------------------------------------
 
+/* Every available ISA: the f32 row kernel on x and the fused bf16 row kernel on h (xb = h widened)
+ * equal the `_ref` row bit for bit (codes, scales, zeros). */
+static void check_rows_every_isa(const float *x, const uint16_t *h, const float *xb, int64_t cols,
+                                 int64_t gs, int bits, wq_int_scheme sc, float q, uint64_t seed)
+{
+    const int64_t ng = (cols + gs - 1) / gs;
+    uint8_t *cr = malloc((size_t)cols), *cbr = malloc((size_t)cols), *c = malloc((size_t)cols);
+    float *sr = malloc((size_t)ng * 4), *zr = malloc((size_t)ng * 4), *sbr = malloc((size_t)ng * 4),
+          *zbr = malloc((size_t)ng * 4), *s = malloc((size_t)ng * 4), *z = malloc((size_t)ng * 4);
+    wq_kern_quant_row_int_ref(x, cols, gs, bits, sc, q, cr, sr, zr);
+    wq_kern_quant_row_int_ref(xb, cols, gs, bits, sc, q, cbr, sbr, zbr);
+    for (int isa = 0; isa < WQ_KERN_ISA_COUNT; isa++) {
+        const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+        if (!ops) continue;
+        for (int bf = 0; bf <= 1; bf++) {
+            memset(c, 0xAA, (size_t)cols);
+            if (bf)
+                wq__kern_quant_row_int_bf16_ops(ops, h, cols, gs, bits, sc, q, c, s, z);
+            else
+                wq__kern_quant_row_int_ops(ops, x, cols, gs, bits, sc, q, c, s, z);
+            const uint8_t *wc = bf ? cbr : cr;
+            const float *ws = bf ? sbr : sr, *wz = bf ? zbr : zr;
+            int bad = memcmp(c, wc, (size_t)cols) != 0;
+            for (int64_t g = 0; g < ng; g++)
+                bad |= bits_of(s[g]) != bits_of(ws[g]) || bits_of(z[g]) != bits_of(wz[g]);
+            if (bad)
+                fail_msg("%s %s row != _ref: bits %d scheme %d gs %lld cols %lld seed %llx",
+                         wq_kern_isa_name((wq_kern_isa)isa), bf ? "bf16" : "f32", bits, (int)sc,
+                         (long long)gs, (long long)cols, (unsigned long long)seed);
+        }
+    }
+    free(cr);
+    free(cbr);
+    free(c);
+    free(sr);
+    free(zr);
+    free(sbr);
+    free(zbr);
+    free(s);
+    free(z);
+}
+
 /* Every bits 1..8 x scheme x group size {-1, 1, 32, 64, 128, 172} x cols {172, 256} (172/32 and
  * 256/172 give ragged last groups) x quantile {1, 0.9}: fast row == _ref row == INC transcription,
  * bf16 fused row == f32 row on the widened data, group scales as in a standalone group call, and
- * the codes are the nearest grid points (double check). */
+ * the codes are the nearest grid points (double check); and the same rows through every available
+ * ISA equal _ref bit for bit (check_rows_every_isa). */
 static void quant_row_int_should_match_ref_and_inc_everywhere(void **state)
 {
     (void)state;
@@ -387,6 +431,7 @@ static void quant_row_int_should_match_ref_and_inc_everywhere(void **state)
                             assert_float_bits_equal(sb[g], sr[g]);
                             assert_float_bits_equal(zb[g], zr[g]);
                         }
+                        check_rows_every_isa(x, h, xb, cols, gs, bits, k_schemes[k], qs[qi], seed);
                         free(xb);
                     }
         free(x);
@@ -397,18 +442,20 @@ static void quant_row_int_should_match_ref_and_inc_everywhere(void **state)
     }
 }
 
-/* The portable loops (used on non-SSE2 targets) and the SSE2 loops equal _ref on random data with
- * every length 1..70 (vector bodies and scalar tails). */
-static void portable_and_simd_loops_should_equal_ref(void **state)
+/* The loops of every available ISA (ref, portable, SSE2, AVX2, AVX-512) equal _ref on random data
+ * with every length 1..200 (64/32/16-wide bodies, scalar and masked tails). */
+static void isa_loops_should_equal_ref(void **state)
 {
     (void)state;
-    float x[70], y[70];
-    uint16_t h[70];
-    uint8_t a[70], b[70];
-    for (int n = 1; n <= 70; n++) {
-        wq_test_fill_normal(x, 70, 1.0f, WQ_TEST_SEED + (uint64_t)n);
+    enum { N = 200 };
+    float x[N], y[N];
+    uint16_t h[N];
+    uint8_t a[N], b[N];
+    for (int n = 1; n <= N; n++) {
+        wq_test_fill_normal(x, N, 1.0f, WQ_TEST_SEED + (uint64_t)n);
         if (n % 5 == 0) x[n - 1] = -0.0f;
-        for (int i = 0; i < 70; i++) {
+        if (n % 7 == 0) x[n / 2] = 0.0f;
+        for (int i = 0; i < N; i++) {
             h[i] = wq_f32_to_bf16(x[i]);
             y[i] = wq_bf16_to_f32(h[i]);
         }
@@ -417,35 +464,106 @@ static void portable_and_simd_loops_should_equal_ref(void **state)
             mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
             bmn = fminf(bmn, y[i]), bmx = fmaxf(bmx, y[i]);
         }
-        float m1, m2;
-        wq__kern_minmax_f32_generic(x, n, &m1, &m2);
-        assert_true(m1 == mn && m2 == mx);
-        wq__kern_minmax_bf16_generic(h, n, &m1, &m2);
-        assert_true(m1 == bmn && m2 == bmx);
-#if WQ_KERN_HAVE_SSE2
-        wq__kern_minmax_f32_sse2(x, n, &m1, &m2);
-        assert_true(m1 == mn && m2 == mx);
-        wq__kern_minmax_bf16_sse2(h, n, &m1, &m2);
-        assert_true(m1 == bmn && m2 == bmx);
-#endif
-        for (int bits = 1; bits <= 8; bits++) {
-            const float s = 2.5f / (float)(1 << bits), z = (float)(1 << (bits - 1));
-            wq_kern_quant_int_ref(x, n, bits, s, z, a);
-            wq__kern_quant_f32_generic(x, n, bits, s, z, b);
-            assert_memory_equal(a, b, (size_t)n);
-            wq_kern_quant_int_ref(y, n, bits, s, z, a);
-            wq__kern_quant_bf16_generic(h, n, bits, s, z, b);
-            assert_memory_equal(a, b, (size_t)n);
-#if WQ_KERN_HAVE_SSE2
-            wq_kern_quant_int_ref(x, n, bits, s, z, a);
-            wq__kern_quant_f32_sse2(x, n, bits, s, z, b);
-            assert_memory_equal(a, b, (size_t)n);
-            wq_kern_quant_int_ref(y, n, bits, s, z, a);
-            wq__kern_quant_bf16_sse2(h, n, bits, s, z, b);
-            assert_memory_equal(a, b, (size_t)n);
-#endif
+        for (int isa = 0; isa < WQ_KERN_ISA_COUNT; isa++) {
+            const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+            if (!ops) continue;
+            const char *name = wq_kern_isa_name((wq_kern_isa)isa);
+            float m1, m2;
+            ops->minmax_f32(x, n, &m1, &m2);
+            if (!(m1 == mn && m2 == mx)) fail_msg("%s minmax_f32 n %d", name, n);
+            ops->minmax_bf16(h, n, &m1, &m2);
+            if (!(m1 == bmn && m2 == bmx)) fail_msg("%s minmax_bf16 n %d", name, n);
+            for (int bits = 1; bits <= 8; bits++) {
+                const float s = 2.5f / (float)(1 << bits), z = (float)(1 << (bits - 1));
+                wq_kern_quant_int_ref(x, n, bits, s, z, a);
+                memset(b, 0xAA, sizeof b);
+                ops->quant_f32(x, n, bits, s, z, b);
+                if (memcmp(a, b, (size_t)n) != 0 || (n < N && b[n] != 0xAA))
+                    fail_msg("%s quant_f32 n %d bits %d", name, n, bits);
+                wq_kern_quant_int_ref(y, n, bits, s, z, a);
+                memset(b, 0xAA, sizeof b);
+                ops->quant_bf16(h, n, bits, s, z, b);
+                if (memcmp(a, b, (size_t)n) != 0 || (n < N && b[n] != 0xAA))
+                    fail_msg("%s quant_bf16 n %d bits %d", name, n, bits);
+            }
         }
     }
+}
+
+/* Ties and special quotients through every ISA: x = (m + 1/2) * s exactly (s a power of two), x
+ * rounded to a near-tie for s = 0.3 (fl(x/s) may or may not be a tie), signed zeros, huge values,
+ * +-inf quotients and NaN quotients (scale 0): codes equal _ref, for every length 1..130. */
+static void isa_loops_should_equal_ref_on_ties_and_specials(void **state)
+{
+    (void)state;
+    enum { N = 130 };
+    float x[N], y[N];
+    uint16_t h[N];
+    uint8_t a[N], b[N];
+    wq_test_rng r = {WQ_TEST_SEED};
+    static const float scales[4] = {0.25f, 0.3f, 1e-3f, 0.0f};
+    for (int si = 0; si < 4; si++)
+        for (int bits = 1; bits <= 8; bits++) {
+            const float s = scales[si], z = (float)((1 << bits) / 2);
+            const int span = 1 << bits;
+            for (int i = 0; i < N; i++) {
+                const int m = (int)(wq_test_next(&r) % (uint64_t)(2 * span + 1)) - span;
+                switch (i % 8) {
+                case 6:
+                    x[i] = i % 16 == 6 ? -0.0f : 0.0f;
+                    break;
+                case 7:
+                    x[i] = i % 3 == 0 ? 3e38f : (i % 3 == 1 ? -1e30f : 70000.0f);
+                    break;
+                default:
+                    x[i] = ((float)m + 0.5f) * (si == 1 ? 0.3f : 0.25f);
+                }
+                h[i] = (uint16_t)(kv_f2u(x[i]) >> 16); /* truncate: keeps small ties exact */
+                y[i] = kv_u2f((uint32_t)h[i] << 16);
+            }
+            for (int n = 1; n <= N; n++)
+                for (int isa = 0; isa < WQ_KERN_ISA_COUNT; isa++) {
+                    const wq__kern_ops *ops = wq__kern_ops_for((wq_kern_isa)isa);
+                    if (!ops) continue;
+                    wq_kern_quant_int_ref(x, n, bits, s, z, a);
+                    ops->quant_f32(x, n, bits, s, z, b);
+                    if (memcmp(a, b, (size_t)n) != 0)
+                        fail_msg("%s quant_f32 ties: s %g bits %d n %d",
+                                 wq_kern_isa_name((wq_kern_isa)isa), s, bits, n);
+                    wq_kern_quant_int_ref(y, n, bits, s, z, a);
+                    ops->quant_bf16(h, n, bits, s, z, b);
+                    if (memcmp(a, b, (size_t)n) != 0)
+                        fail_msg("%s quant_bf16 ties: s %g bits %d n %d",
+                                 wq_kern_isa_name((wq_kern_isa)isa), s, bits, n);
+                }
+        }
+}
+
+/* The dispatcher: ref/generic always exist, names round-trip, and the active set is the one the
+ * rule in kern_quant.h gives for this CPU and WQ_KERNEL_ISA (ctest also runs this binary once per
+ * set name through the environment, tests/kernels.cmake). */
+static void isa_dispatch_should_follow_cpu_and_env(void **state)
+{
+    (void)state;
+    assert_true(wq_kern_isa_available(WQ_KERN_ISA_REF));
+    assert_true(wq_kern_isa_available(WQ_KERN_ISA_GENERIC));
+    assert_false(wq_kern_isa_available(WQ_KERN_ISA_COUNT));
+    assert_string_equal(wq_kern_isa_name(WQ_KERN_ISA_AVX512), "avx512");
+    int want = WQ_KERN_ISA_COUNT - 1;
+    const char *env = getenv("WQ_KERNEL_ISA");
+    for (int i = 0; env && i < WQ_KERN_ISA_COUNT; i++)
+        if (strcmp(env, wq_kern_isa_name((wq_kern_isa)i)) == 0) want = i;
+    while (want > WQ_KERN_ISA_GENERIC && !wq_kern_isa_available((wq_kern_isa)want))
+        want--;
+    const wq_kern_isa got = wq_kern_isa_active();
+    if ((int)got != want)
+        fail_msg("active ISA %s, expected %s (WQ_KERNEL_ISA=%s)", wq_kern_isa_name(got),
+                 wq_kern_isa_name((wq_kern_isa)want), env ? env : "");
+    assert_ptr_equal(wq__kern_ops_active(), wq__kern_ops_for(got));
+    assert_int_equal(wq__kern_ops_active()->isa, got);
+#if WQ_KERN_HAVE_SSE2
+    assert_true(wq_kern_isa_available(WQ_KERN_ISA_SSE2));
+#endif
 }
 
 static void quant_row_should_make_smaller_last_group(void **state)
@@ -975,7 +1093,9 @@ int main(void)
         cmocka_unit_test(params_int_should_keep_gptq_xmin_zero_quirk),
         cmocka_unit_test(quant_int_should_map_nan_quotient_to_zero_and_inf_to_ends),
         cmocka_unit_test(quant_row_int_should_match_ref_and_inc_everywhere),
-        cmocka_unit_test(portable_and_simd_loops_should_equal_ref),
+        cmocka_unit_test(isa_loops_should_equal_ref),
+        cmocka_unit_test(isa_loops_should_equal_ref_on_ties_and_specials),
+        cmocka_unit_test(isa_dispatch_should_follow_cpu_and_env),
         cmocka_unit_test(quant_row_should_make_smaller_last_group),
         cmocka_unit_test(f4_should_map_table_values_to_inc_nibbles),
         cmocka_unit_test(f4_should_send_midpoint_ties_to_lower_value),

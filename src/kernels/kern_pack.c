@@ -107,8 +107,9 @@ static inline void unpack_word(uint32_t w, int cnt, int bits, uint8_t *c)
 
 // ---- optimum (GPTQ) layout: qweight[ceil(cols/npw)][ld], word [j][o] from row o -----------------
 
-void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
-                                     int64_t ld, int32_t *qweight)
+void wq__kern_pack_qweight_optimum_ld_ops(const wq__kern_ops *ops, const uint8_t *codes,
+                                          int64_t rows, int64_t cols, int bits, int64_t ld,
+                                          int32_t *qweight)
 {
     WQ_KERN_ASSERT(bits >= 1 && bits <= 8 && rows >= 0 && cols >= 0 && ld >= rows);
     const int npw = 32 / bits;
@@ -116,12 +117,10 @@ void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t
     for (int64_t o0 = 0; o0 < rows; o0 += TILE) {
         const int64_t o1 = o0 + TILE < rows ? o0 + TILE : rows;
         int64_t j0 = 0; /* words [0, j0) of rows [o0, o1) already written by the SIMD path */
-#if WQ_KERN_HAVE_SSE2
-        if (bits == 4 && o1 - o0 == TILE) {
-            wq__kern_pack4_optimum_rows16_sse2(codes + o0 * cols, cols, ld, qweight + o0);
-            j0 = cols / 32 * 4;
+        if (bits == 4 && o1 - o0 == TILE && ops->pack4_rows16) {
+            ops->pack4_rows16(codes + o0 * cols, cols, ld, qweight + o0);
+            j0 = cols / ops->pack4_block * (ops->pack4_block / 8);
         }
-#endif
         for (int64_t j = j0; j < nw; j++) {
             const int cnt = (int)(cols - j * npw < npw ? cols - j * npw : npw);
             int32_t *dst = qweight + j * ld;
@@ -130,6 +129,13 @@ void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t
                 dst[o] = as_i32(pack_word(src + o * cols, cnt, bits, npw));
         }
     }
+}
+
+void wq_kern_pack_qweight_optimum_ld(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
+                                     int64_t ld, int32_t *qweight)
+{
+    wq__kern_pack_qweight_optimum_ld_ops(wq__kern_ops_active(), codes, rows, cols, bits, ld,
+                                         qweight);
 }
 
 void wq_kern_pack_qweight_optimum(const uint8_t *codes, int64_t rows, int64_t cols, int bits,

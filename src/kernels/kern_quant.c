@@ -1,11 +1,12 @@
 /* kern_quant.c: integer group kernels (numerics §1.2, §4.4), row/matrix drivers, matrix dequant,
  * non-finite scan and bf16 widening. See kern_quant.h for the formulas. Layer: kernels.
  *
- * The public fast kernels dispatch their inner loops to kern_quant_sse2.c on x86-64 (SSE2 is the
- * baseline: no -march) and to the portable `_generic` loops below elsewhere; the portable loops
- * are branch-free (kern_vec.h selects, integer-ordered min/max, the 1.5*2^23 rounding trick) so
- * they vectorize at plain -O3. All of them produce the same bits as the `_ref` twins (scalar,
- * nearbyintf, plain if/else), which the tests check for both variants. */
+ * The public fast kernels run their inner loops through the implementation set chosen at run time
+ * (kern_quant_isa.c: kern_quant_avx512.c, kern_quant_avx2.c, kern_quant_sse2.c on x86-64, no
+ * -march; the portable `_generic` loops below elsewhere). The portable loops are branch-free
+ * (kern_vec.h selects, integer-ordered min/max, the 1.5*2^23 rounding trick) so they vectorize at
+ * plain -O3. All of them produce the same bits as the `_ref` twins (scalar, nearbyintf, plain
+ * if/else), which the tests check for every set the machine runs. */
 #include "kernels/kern_quant.h"
 
 #include <math.h>
@@ -121,21 +122,12 @@ void wq__kern_minmax_bf16_generic(const uint16_t *x, int64_t n, float *mn, float
     *mx = kv_u2f((uint32_t)(uint16_t)(hi ^ ((hi >> 15) & 0x7fff)) << 16);
 }
 
-static inline void minmax_f32(const float *x, int64_t n, float *mn, float *mx)
-{
-#if WQ_KERN_HAVE_SSE2
-    wq__kern_minmax_f32_sse2(x, n, mn, mx);
-#else
-    wq__kern_minmax_f32_generic(x, n, mn, mx);
-#endif
-}
-
 void wq_kern_params_int(const float *x, int64_t n, int bits, wq_int_scheme scheme, float quantile,
                         float *scale, float *zero)
 {
     WQ_KERN_ASSERT(n >= 1 && bits >= 1 && bits <= 8);
     float mn, mx;
-    minmax_f32(x, n, &mn, &mx);
+    wq__kern_ops_active()->minmax_f32(x, n, &mn, &mx);
     params_from_minmax(mn, mx, bits, scheme, quantile, scale, zero);
 }
 
@@ -186,11 +178,7 @@ void wq__kern_quant_bf16_generic(const uint16_t *restrict x, int64_t n, int bits
 void wq_kern_quant_int(const float *x, int64_t n, int bits, float scale, float zero, uint8_t *codes)
 {
     WQ_KERN_ASSERT(bits >= 1 && bits <= 8 && zero >= 0.0f && zero <= 255.0f);
-#if WQ_KERN_HAVE_SSE2
-    wq__kern_quant_f32_sse2(x, n, bits, scale, zero, codes);
-#else
-    wq__kern_quant_f32_generic(x, n, bits, scale, zero, codes);
-#endif
+    wq__kern_ops_active()->quant_f32(x, n, bits, scale, zero, codes);
 }
 
 void wq_kern_quant_int_ref(const float *x, int64_t n, int bits, float scale, float zero,
@@ -218,27 +206,35 @@ void wq_kern_dequant_int(const uint8_t *restrict codes, int64_t n, float scale, 
 
 // ---- Rows, vectors, matrices --------------------------------------------------------------------
 
-void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, wq_int_scheme scheme,
-                           float quantile, uint8_t *codes, float *scales, float *zeros)
+void wq__kern_quant_row_int_ops(const wq__kern_ops *ops, const float *x, int64_t cols, int64_t gs,
+                                int bits, wq_int_scheme scheme, float quantile, uint8_t *codes,
+                                float *scales, float *zeros)
 {
     WQ_KERN_ASSERT(gs >= 1 && gs <= cols && bits >= 1 && bits <= 8);
-    /* Three passes (see wq_kern_quant_row_int_bf16): extremes, parameters, codes. */
+    /* Three passes (see wq__kern_quant_row_int_bf16_ops): extremes, parameters, codes. */
     const int64_t ng = (cols + gs - 1) / gs;
     for (int64_t g = 0; g < ng; g++) {
         const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
-        minmax_f32(x + off, n, &scales[g], &zeros[g]);
+        ops->minmax_f32(x + off, n, &scales[g], &zeros[g]);
     }
     for (int64_t g = 0; g < ng; g++)
         params_from_minmax(scales[g], zeros[g], bits, scheme, quantile, &scales[g], &zeros[g]);
     for (int64_t g = 0; g < ng; g++) {
         const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
-        wq_kern_quant_int(x + off, n, bits, scales[g], zeros[g], codes + off);
+        ops->quant_f32(x + off, n, bits, scales[g], zeros[g], codes + off);
     }
 }
 
-void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int bits,
-                                wq_int_scheme scheme, float quantile, uint8_t *codes, float *scales,
-                                float *zeros)
+void wq_kern_quant_row_int(const float *x, int64_t cols, int64_t gs, int bits, wq_int_scheme scheme,
+                           float quantile, uint8_t *codes, float *scales, float *zeros)
+{
+    wq__kern_quant_row_int_ops(wq__kern_ops_active(), x, cols, gs, bits, scheme, quantile, codes,
+                               scales, zeros);
+}
+
+void wq__kern_quant_row_int_bf16_ops(const wq__kern_ops *ops, const uint16_t *x, int64_t cols,
+                                     int64_t gs, int bits, wq_int_scheme scheme, float quantile,
+                                     uint8_t *codes, float *scales, float *zeros)
 {
     WQ_KERN_ASSERT(gs >= 1 && gs <= cols && bits >= 1 && bits <= 8);
     /* Three passes over the row (it stays in L1): all group extremes, then all parameters (their
@@ -247,22 +243,22 @@ void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int
     const int64_t ng = (cols + gs - 1) / gs;
     for (int64_t g = 0; g < ng; g++) {
         const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
-#if WQ_KERN_HAVE_SSE2
-        wq__kern_minmax_bf16_sse2(x + off, n, &scales[g], &zeros[g]);
-#else
-        wq__kern_minmax_bf16_generic(x + off, n, &scales[g], &zeros[g]);
-#endif
+        ops->minmax_bf16(x + off, n, &scales[g], &zeros[g]);
     }
     for (int64_t g = 0; g < ng; g++)
         params_from_minmax(scales[g], zeros[g], bits, scheme, quantile, &scales[g], &zeros[g]);
     for (int64_t g = 0; g < ng; g++) {
         const int64_t off = g * gs, n = cols - off < gs ? cols - off : gs;
-#if WQ_KERN_HAVE_SSE2
-        wq__kern_quant_bf16_sse2(x + off, n, bits, scales[g], zeros[g], codes + off);
-#else
-        wq__kern_quant_bf16_generic(x + off, n, bits, scales[g], zeros[g], codes + off);
-#endif
+        ops->quant_bf16(x + off, n, bits, scales[g], zeros[g], codes + off);
     }
+}
+
+void wq_kern_quant_row_int_bf16(const uint16_t *x, int64_t cols, int64_t gs, int bits,
+                                wq_int_scheme scheme, float quantile, uint8_t *codes, float *scales,
+                                float *zeros)
+{
+    wq__kern_quant_row_int_bf16_ops(wq__kern_ops_active(), x, cols, gs, bits, scheme, quantile,
+                                    codes, scales, zeros);
 }
 
 void wq_kern_quant_row_int_ref(const float *x, int64_t cols, int64_t gs, int bits,

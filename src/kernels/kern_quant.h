@@ -180,6 +180,31 @@ void wq_kern_double_quant(float *scales, int64_t n, int dq_bits, bool dq_sym,
 
 // ---- Utilities ----------------------------------------------------------------------------------
 
+/* Instruction sets of the fast int kernels (codes, min/max, 4-bit packing). All produce the same
+ * bits as the `_ref` kernels (tested). The set is chosen once per process, on first use:
+ *  - the environment variable WQ_KERNEL_ISA = ref | generic | sse2 | avx2 | avx512, if set (meant
+ *    for tests and benchmarks); a set the build or CPU lacks falls back to the best available one
+ *    below it (generic if none), an unknown value is ignored;
+ *  - otherwise the best the CPU supports: avx512 (F+BW), avx2, sse2 on x86-64; generic elsewhere.
+ * REF runs the scalar `_ref` loops; GENERIC the portable branch-free C loops (the non-x86 path).
+ * No -march flag is needed: AVX2/AVX-512 code is compiled per function and only run after a
+ * runtime CPU check. */
+typedef enum {
+    WQ_KERN_ISA_REF,
+    WQ_KERN_ISA_GENERIC,
+    WQ_KERN_ISA_SSE2,
+    WQ_KERN_ISA_AVX2,
+    WQ_KERN_ISA_AVX512,
+    WQ_KERN_ISA_COUNT
+} wq_kern_isa;
+
+/* The set in use (selects it on the first call). */
+wq_kern_isa wq_kern_isa_active(void);
+/* Whether `isa` is compiled in and supported by this CPU. */
+bool wq_kern_isa_available(wq_kern_isa isa);
+/* "ref", "generic", "sse2", "avx2", "avx512" ("?" for anything else). */
+const char *wq_kern_isa_name(wq_kern_isa isa);
+
 /* First index i < n with x[i] NaN or +-Inf, or -1. */
 int64_t wq_kern_find_nonfinite(const float *x, int64_t n);
 /* dst[i] = bf16 src[i] widened to float32 (exact: a 16-bit shift). */

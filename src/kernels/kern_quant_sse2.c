@@ -1,6 +1,7 @@
 /* kern_quant_sse2.c: SSE2 versions of the hot int-quantization loops (group min/max, group codes,
  * 4-bit optimum packing). SSE2 is the x86-64 baseline, so no -march flag is involved; other targets
- * compile this file empty and use the portable `_generic` loops. Layer: kernels.
+ * compile this file empty and use the portable `_generic` loops. kern_quant_isa.c picks these, or
+ * the AVX2 / AVX-512 versions when the CPU has them. Layer: kernels.
  *
  * Exactness (why these equal the `_ref` kernels bit for bit; tests check it):
  *  - minps/maxps return the same value as the scalar loop for finite inputs; only the sign of a

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/core_log.h"
+#include "kernels/kern_quant.h" /* wq_kern_isa */
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "wquant kernels assume a little-endian host"
@@ -64,9 +65,10 @@ static inline float kv_min(float a, float b)
 #endif
 
 /* Group min/max and group codes (formulas in kern_quant.h). `_generic` is portable C; `_sse2` uses
- * SSE2 intrinsics (x86-64 baseline) and exists only when WQ_KERN_HAVE_SSE2. Both are bit-identical
- * to the `_ref` kernels; the public fast kernels dispatch to `_sse2` when available. The bf16 forms
- * read raw bfloat16 bits (value = bits << 16 as float32). */
+ * SSE2 intrinsics (x86-64 baseline) and exists only when WQ_KERN_HAVE_SSE2; `_avx2` / `_avx512`
+ * below. All are bit-identical to the `_ref` kernels; the public fast kernels reach them through
+ * the runtime-selected wq__kern_ops table. The bf16 forms read raw bfloat16 bits (value = bits <<
+ * 16 as float32). */
 void wq__kern_minmax_f32_generic(const float *x, int64_t n, float *mn, float *mx);
 void wq__kern_minmax_bf16_generic(const uint16_t *x, int64_t n, float *mn, float *mx);
 void wq__kern_quant_f32_generic(const float *x, int64_t n, int bits, float scale, float zero,
@@ -85,5 +87,65 @@ void wq__kern_quant_bf16_sse2(const uint16_t *x, int64_t n, int bits, float scal
 void wq__kern_pack4_optimum_rows16_sse2(const uint8_t *codes, int64_t cols, int64_t ld,
                                         int32_t *qweight);
 #endif
+
+/* AVX2 and AVX-512 (F+BW) versions live in kern_quant_avx2.c / kern_quant_avx512.c, compiled with
+ * per-function target attributes (no -march), and are only called after a runtime CPU check. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define WQ_KERN_HAVE_X86_DISPATCH 1
+#else
+#define WQ_KERN_HAVE_X86_DISPATCH 0
+#endif
+
+#if WQ_KERN_HAVE_X86_DISPATCH
+void wq__kern_minmax_f32_avx2(const float *x, int64_t n, float *mn, float *mx);
+void wq__kern_minmax_bf16_avx2(const uint16_t *x, int64_t n, float *mn, float *mx);
+void wq__kern_quant_f32_avx2(const float *x, int64_t n, int bits, float scale, float zero,
+                             uint8_t *codes);
+void wq__kern_quant_bf16_avx2(const uint16_t *x, int64_t n, int bits, float scale, float zero,
+                              uint8_t *codes);
+/* words [j][0..15] for j < 8*floor(cols/64) (same contract as the sse2 form otherwise) */
+void wq__kern_pack4_optimum_rows16_avx2(const uint8_t *codes, int64_t cols, int64_t ld,
+                                        int32_t *qweight);
+void wq__kern_minmax_f32_avx512(const float *x, int64_t n, float *mn, float *mx);
+void wq__kern_minmax_bf16_avx512(const uint16_t *x, int64_t n, float *mn, float *mx);
+void wq__kern_quant_f32_avx512(const float *x, int64_t n, int bits, float scale, float zero,
+                               uint8_t *codes);
+void wq__kern_quant_bf16_avx512(const uint16_t *x, int64_t n, int bits, float scale, float zero,
+                                uint8_t *codes);
+void wq__kern_pack4_optimum_rows16_avx512(const uint8_t *codes, int64_t cols, int64_t ld,
+                                          int32_t *qweight);
+#endif
+
+// ---- runtime ISA dispatch (kern_quant_isa.c) ----------------------------------------------------
+
+/* One implementation set of the hot loops. Every member is bit-identical to the `_ref` kernels
+ * (for finite inputs; see kern_quant.h). pack4_rows16 packs words [j][0..15] of a 16-row tile
+ * for j < pack4_words(cols) and leaves the rest to the caller; NULL means "portable loop only". */
+typedef struct wq__kern_ops {
+    wq_kern_isa isa;
+    void (*minmax_f32)(const float *x, int64_t n, float *mn, float *mx);
+    void (*minmax_bf16)(const uint16_t *x, int64_t n, float *mn, float *mx);
+    void (*quant_f32)(const float *x, int64_t n, int bits, float scale, float zero, uint8_t *codes);
+    void (*quant_bf16)(const uint16_t *x, int64_t n, int bits, float scale, float zero,
+                       uint8_t *codes);
+    void (*pack4_rows16)(const uint8_t *codes, int64_t cols, int64_t ld, int32_t *qweight);
+    int64_t pack4_block; /* pack4_rows16 covers floor(cols / pack4_block) * pack4_block / 8 words */
+} wq__kern_ops;
+
+/* The table for `isa`, or NULL when it is not compiled in or the CPU lacks it. */
+const wq__kern_ops *wq__kern_ops_for(wq_kern_isa isa);
+/* The table the public fast kernels use: chosen once (first call), see kern_quant_isa.c. */
+const wq__kern_ops *wq__kern_ops_active(void);
+
+/* Public fast kernels with an explicit implementation set (tests and benchmarks compare ISAs). */
+void wq__kern_quant_row_int_ops(const wq__kern_ops *ops, const float *x, int64_t cols, int64_t gs,
+                                int bits, wq_int_scheme scheme, float quantile, uint8_t *codes,
+                                float *scales, float *zeros);
+void wq__kern_quant_row_int_bf16_ops(const wq__kern_ops *ops, const uint16_t *x, int64_t cols,
+                                     int64_t gs, int bits, wq_int_scheme scheme, float quantile,
+                                     uint8_t *codes, float *scales, float *zeros);
+void wq__kern_pack_qweight_optimum_ld_ops(const wq__kern_ops *ops, const uint8_t *codes,
+                                          int64_t rows, int64_t cols, int bits, int64_t ld,
+                                          int32_t *qweight);
 
 #endif
