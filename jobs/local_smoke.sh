@@ -1,0 +1,55 @@
+#!/bin/bash
+# Local twin of jobs/*.sbatch for CI and laptops: the same job bodies (jobs/wq_job_lib.sh) with
+# `mpiexec -n 2 --oversubscribe` instead of srun, on the bundled stories260K model: quantize (RTN),
+# eval, a 2-point sweep, then the same again to check that finished work is skipped.
+# Usage: jobs/local_smoke.sh [BUILD_DIR [SOURCE_DIR]]   (defaults: build, the checkout of this file)
+# Work goes to $WQ_SMOKE_DIR (default: a temporary directory, removed unless WQ_KEEP=1).
+set -euo pipefail
+SRC=$(cd "${2:-$(dirname "$0")/..}" && pwd)
+BUILD=$(cd "${1:-$SRC/build}" && pwd)
+# shellcheck source=jobs/wq_job_lib.sh
+source "$SRC/jobs/wq_job_lib.sh"
+cd "$SRC" # relative paths in configs (calibration text) are relative to the checkout, as in a job
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+WQ_ROOT=$SRC
+wq_setup_local "$BUILD/wquant" "${WQ_LOCAL_NP:-2}"
+
+WORK=${WQ_SMOKE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/wq-smoke.XXXXXX")}
+if [[ -z ${WQ_SMOKE_DIR:-} && -z ${WQ_KEEP:-} ]]; then trap 'rm -rf "$WORK"' EXIT; fi
+MODEL=$SRC/assets/stories260K-hf
+TEXT=$SRC/assets/text/tinystories-val-500.txt
+fail() {
+    echo "local_smoke: FAIL: $*" >&2
+    exit 1
+}
+mtime() { stat -c %Y.%s "$1"; }
+
+# The bodies of jobs/quantize.sbatch, jobs/eval.sbatch and jobs/sweep_array.sbatch (2 tasks).
+wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/rtn/model.h5"
+wq_eval "$WORK/rtn/eval.json" "$MODEL" "$TEXT" --quantized "$WORK/rtn/model.h5" \
+    --protocol stories --range 400:420
+mkdir -p "$WORK/sweep/configs"
+cp configs/rtn_w4g32_asym.json configs/rtn_w4g32_sym.json "$WORK/sweep/configs/"
+for i in 0 1; do
+    WQ_JOB_ID=local-$$_$i wq_sweep_point "$WORK/sweep" "$i" "$MODEL" "$TEXT" 400:420
+done
+
+# Outputs.
+wq_complete "$WORK/rtn/model.h5" || fail "no complete container"
+for f in rtn/qconfig.json rtn/model.config.json rtn/model.provenance.json rtn/eval.provenance.json \
+    sweep/runs/rtn_w4g32_asym/model.h5 sweep/runs/rtn_w4g32_sym/model.provenance.json; do
+    [[ -s $WORK/$f ]] || fail "missing $f"
+done
+grep -q '"status": "complete"' "$WORK/rtn/model.provenance.json" || fail "provenance not complete"
+cmp -s configs/rtn_w4g32_asym.json "$WORK/rtn/model.config.json" || fail "config copy differs"
+wq_has_ppl "$WORK/rtn/eval.json" || fail "no ppl in eval.json"
+for n in rtn_w4g32_asym rtn_w4g32_sym; do wq_has_ppl "$WORK/sweep/results/$n.json" || fail "no result $n"; done
+
+# Second run: everything finished is skipped (nothing rewritten).
+before="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/results/rtn_w4g32_sym.json")"
+wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/rtn/model.h5"
+wq_eval "$WORK/rtn/eval.json" "$MODEL" "$TEXT" --quantized "$WORK/rtn/model.h5"
+for i in 0 1; do wq_sweep_point "$WORK/sweep" "$i" "$MODEL" "$TEXT" 400:420; done
+after="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/results/rtn_w4g32_sym.json")"
+[[ $before == "$after" ]] || fail "a second run rewrote finished outputs"
+echo "local_smoke: ok ($WORK)"
