@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "algos/algo_hqq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
 #include "cli/cli_gptq.h"
@@ -169,6 +170,13 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
                     snprintf(e->extra[0].name, sizeof e->extra[0].name, "input_scale");
                     e->extra[0].len = e->cols;
                 }
+            } else if (cfg->algo == WQ_ALGO_HQQ) {
+                /* HQQ zero-points are real numbers (numerics 7.4): stored as an extra, the packed
+                 * qzeros hold 0 (docs/container.md) */
+                e->n_extra = 1;
+                snprintf(e->extra[0].name, sizeof e->extra[0].name, "zero_point");
+                e->extra[0].len = e->rows * ((e->cols + e->group_size_eff - 1) / e->group_size_eff);
+                cost[i] = t->numel * 20; /* solver iterations */
             } else if (cfg->algo != WQ_ALGO_RTN) {
                 e->has_gidx = 0;
                 snprintf(e->algorithm, sizeof e->algorithm, "rtn");
@@ -285,8 +293,24 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
     wq_qmatrix q = {0};
     if (!w) return WQ_ERR_NOMEM;
     st = wq_st_read_f32(m, t, w);
-    if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
-    if (st == WQ_OK) st = wq_h5_write_qlinear(f, i, &q);
+    if (cfg->algo == WQ_ALGO_HQQ && e->n_extra == 1) {
+        if (st == WQ_OK) st = wq_algo_hqq_quantize(&e->spec, &cfg->ap, e->name, w, e->rows, e->cols, &q);
+        if (st == WQ_OK) {
+            float *z = wq_malloc((size_t)(q.rows * q.ngroups) * sizeof(float));
+            if (!z) {
+                st = WQ_ERR_NOMEM;
+            } else {
+                memcpy(z, q.zeros, (size_t)(q.rows * q.ngroups) * sizeof(float));
+                memset(q.zeros, 0, (size_t)(q.rows * q.ngroups) * sizeof(float));
+                st = wq_h5_write_qlinear(f, i, &q);
+                if (st == WQ_OK) st = wq_h5_write_extra(f, i, "zero_point", z);
+                wq_free(z);
+            }
+        }
+    } else {
+        if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
+        if (st == WQ_OK) st = wq_h5_write_qlinear(f, i, &q);
+    }
     (void)cfg;
     wq_qmatrix_free(&q);
     wq_free(w);

@@ -2,6 +2,7 @@
 #include "cli/cli_source.h"
 
 #include "algos/algo_gptq.h"
+#include "kernels/kern_quant.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -72,6 +73,18 @@ static wq_status h5_read(void *ctx, const char *name, float *dst, int64_t numel)
         wq_algo_gptq_dequant(&m, s8, dst);
         wq_qmatrix_free(&m);
         return WQ_OK;
+    }
+    for (int k = 0; k < e->n_extra; k++) {
+        /* HQQ: real-valued zero-points [rows][ngroups] replace the packed (zero) qzeros */
+        if (strcmp(e->extra[k].name, "zero_point") != 0) continue;
+        wq_qmatrix m;
+        WQ_TRY(wq_h5_read_qmatrix(r, e, &m));
+        wq_status st = e->extra[k].len == m.rows * m.ngroups && m.zeros
+                           ? wq_h5_read_extra(r, e, "zero_point", m.zeros)
+                           : WQ_ERR_FORMAT;
+        if (st == WQ_OK) wq_kern_dequant_matrix(&m, dst);
+        wq_qmatrix_free(&m);
+        return st;
     }
     WQ_TRY(wq_h5_dequant(r, e, dst));
     /* AWQ self tuples (INC MulLinear): y = linear(x * input_scale) = x . (W diag(input_scale))^T */
