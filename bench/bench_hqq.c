@@ -92,11 +92,12 @@ int main(int argc, char **argv)
         wq_free(h);
         in_bytes[m] = (double)n * 2.0;
     }
-    printf("bench_hqq: int4 g64 asym, HQQ (INC defaults: %lld iters, p %.2g, beta %.3g, kappa %.3g, "
-           "quant_zero %d) vs RTN, f32 in memory, 1 thread, best of %d (setup %.1f s)\n"
-           "solver kernels: %s\n",
-           (long long)ap.hqq_iters, ap.hqq_lp_norm, ap.hqq_beta, ap.hqq_kappa, ap.quant_zero, reps,
-           clock_s(CLOCK_MONOTONIC) - t0, wq_kern_hqq_isa_name(wq_kern_hqq_isa_count() - 1));
+    printf(
+        "bench_hqq: int4 g64 asym, HQQ (INC defaults: %lld iters, p %.2g, beta %.3g, kappa %.3g, "
+        "quant_zero %d) vs RTN, f32 in memory, 1 thread, best of %d (setup %.1f s)\n"
+        "solver kernels: %s\n",
+        (long long)ap.hqq_iters, ap.hqq_lp_norm, ap.hqq_beta, ap.hqq_kappa, ap.quant_zero, reps,
+        clock_s(CLOCK_MONOTONIC) - t0, wq_kern_hqq_isa_name(wq_kern_hqq_isa_count() - 1));
 
     /* best[algo][clock][m]; algo 0 = RTN, 1 = HQQ; clock 0 wall, 1 thread CPU */
     double best[2][2][NMAT], err[2][NMAT];
@@ -109,9 +110,10 @@ int main(int argc, char **argv)
             for (int a = 0; a < 2; a++) {
                 wq_qmatrix q = {0};
                 const double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
-                wq_status st = a == 0 ? wq_algo_rtn_quantize(&sp, "bench", W[m], rows, cols, &q, NULL)
-                                      : wq_algo_hqq_quantize_stats(&sp, &ap, "bench", W[m], rows,
-                                                                   cols, &q, &stats[m]);
+                wq_status st = a == 0
+                                   ? wq_algo_rtn_quantize(&sp, "bench", W[m], rows, cols, &q, NULL)
+                                   : wq_algo_hqq_quantize_stats(&sp, &ap, "bench", W[m], rows, cols,
+                                                                &q, &stats[m]);
                 const double w = clock_s(CLOCK_MONOTONIC) - w0;
                 const double c = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
                 if (st != WQ_OK) {
@@ -144,8 +146,8 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%lldx%lld", (long long)k_shapes[m][0],
                      (long long)k_shapes[m][1]);
             printf("%-11s %9.1f %9.1f %9.3f %9.3f %7.3f %9.3f %6lld %12.4g %12.4g\n", name,
-                   r[0] * 1e3, h[0] * 1e3, b / r[0] / 1e9, b / h[0] / 1e9, r[0] / h[0],
-                   r[1] / h[1], (long long)stats[m].iters_run, err[0][m], err[1][m]);
+                   r[0] * 1e3, h[0] * 1e3, b / r[0] / 1e9, b / h[0] / 1e9, r[0] / h[0], r[1] / h[1],
+                   (long long)stats[m].iters_run, err[0][m], err[1][m]);
             for (int k = 0; k < 2; k++) {
                 tot[0][k] += r[k];
                 tot[1][k] += h[k];
@@ -182,7 +184,7 @@ int main(int argc, char **argv)
             for (int rep = 0; rep < reps; rep++) {
                 memcpy(z, z0, (size_t)(rows * ng) * sizeof(float));
                 const double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
-                (void)wq_kern_hqq_step_rows_isa(isa, W[0], nr, cols, GS, BITS, s, xs, z, &sh);
+                (void)wq_kern_hqq_step_rows_isa(isa, W[0], nr, cols, GS, BITS, s, xs, z, &sh, NULL);
                 const double c = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
                 if (c < b) b = c;
             }

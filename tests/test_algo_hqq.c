@@ -146,8 +146,12 @@ static ref_result ref_hqq(const float *W, int64_t rows, int64_t cols, int64_t gs
     const int64_t gs = (gs_spec < 1 || gs_spec > cols) ? cols : gs_spec;
     const int64_t ng = (cols + gs - 1) / gs;
     const float maxv = (float)((1 << bits) - 1);
-    ref_result R = {malloc((size_t)(rows * cols)), malloc(sizeof(float) * (size_t)(rows * ng)),
-                    malloc(sizeof(float) * (size_t)(rows * ng)), ng, 0, false};
+    ref_result R = {malloc((size_t)(rows * cols)),
+                    malloc(sizeof(float) * (size_t)(rows * ng)),
+                    malloc(sizeof(float) * (size_t)(rows * ng)),
+                    ng,
+                    0,
+                    false};
     float *s = R.scales, *z = R.zeros;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t g = 0; g < ng; g++) {
@@ -255,13 +259,15 @@ static void hqq_should_match_reference_on_random_matrices(void **state)
         {8, 256, 64, 4}, /* INC default shape */
         {5, 200, 64, 3}, /* ragged: 3 x 64 + 8 */
         {6, 96, -1, 2},  /* one group per row */
-        {4, 128, 32, 8}, {3, 130, 16, 1}, {4, 100, 64, 5}, {7, 77, 13, 6},
-        {2, 40, 128, 4}, /* group larger than the row */
-        {16, 512, 64, 4}, {9, 300, 128, 2}, {5, 64, 1, 3}, /* group of one */
+        {4, 128, 32, 8},    {3, 130, 16, 1},  {4, 100, 64, 5},
+        {7, 77, 13, 6},     {2, 40, 128, 4},                 /* group larger than the row */
+        {16, 512, 64, 4},   {9, 300, 128, 2}, {5, 64, 1, 3}, /* group of one */
+        {40, 4096, 64, 4},  /* 3 row blocks of the two-step schedule (16, 16, 8 rows) */
+        {33, 3000, 128, 3}, /* 2 blocks (21 + 12 rows), ragged groups */
     };
     int stopped = 0, full = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (uint64_t seed = 1; seed <= 3; seed++) {
+        for (uint64_t seed = 1; seed <= (cases[c].rows * cases[c].cols > 50000 ? 1u : 3u); seed++) {
             float *W = make_w(cases[c].rows, cases[c].cols, WQ_TEST_SEED + 97 * c + seed);
             wq_algo_params ap = hqq_params(false, false, 128);
             expect_matches_ref(W, cases[c].rows, cases[c].cols, cases[c].gs, cases[c].bits, &ap);
@@ -278,9 +284,9 @@ static void hqq_should_match_reference_on_random_matrices(void **state)
             wq_qmatrix m = {0};
             wq_algo_hqq_stats st;
             ap = hqq_params(false, false, 128);
-            assert_int_equal(wq_algo_hqq_quantize_stats(&sp, &ap, "t", W, cases[c].rows,
-                                                        cases[c].cols, &m, &st),
-                             WQ_OK);
+            assert_int_equal(
+                wq_algo_hqq_quantize_stats(&sp, &ap, "t", W, cases[c].rows, cases[c].cols, &m, &st),
+                WQ_OK);
             stopped += st.stopped_early;
             full += !st.stopped_early;
             wq_qmatrix_free(&m);
@@ -352,7 +358,7 @@ static void hqq_step_should_match_hand_computation(void **state)
 static void hqq_should_stop_when_error_stops_improving(void **state)
 {
     (void)state;
-    int parity[2] = {0, 0}, past = 0, stops = 0;
+    int parity[2] = {0, 0}, past = 0, stops = 0, multi_parity[2] = {0, 0};
     for (int scaled = 0; scaled < 2; scaled++)
         for (uint64_t seed = 1; seed <= 12; seed++) {
             /* std 0.02: the stop is usually a fixed point (codes settle, zeros repeat); std 0.2:
@@ -380,8 +386,8 @@ static void hqq_should_stop_when_error_stops_improving(void **state)
                 /* K - 1 iterations all improved; the K-th update is either a fixed point (zeros
                  * unchanged, error equal: that is what stopped it) or a real step past the best */
                 ap.hqq_iters = K - 1;
-                assert_int_equal(
-                    wq_algo_hqq_quantize_stats(&sp, &ap, "t", W, rows, cols, &c, &st), WQ_OK);
+                assert_int_equal(wq_algo_hqq_quantize_stats(&sp, &ap, "t", W, rows, cols, &c, &st),
+                                 WQ_OK);
                 assert_true(st.iters_run == K - 1 && !st.stopped_early);
                 past += memcmp(a.zeros, c.zeros, sizeof(float) * (size_t)nm) != 0;
                 ap.hqq_iters = 200;
@@ -392,6 +398,21 @@ static void hqq_should_stop_when_error_stops_improving(void **state)
             wq_qmatrix_free(&c);
             free(W);
         }
+    /* early stops with several row blocks: both steps of a pair, saved zeros restored */
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        float *W = make_w(70, 1024, WQ_TEST_SEED + 2000 + seed); /* blocks of 64 + 6 rows */
+        wq_algo_params ap = hqq_params(seed % 2 == 0, false, 128);
+        ap.hqq_iters = 60;
+        expect_matches_ref(W, 70, 1024, seed % 2 ? 32 : 64, (int)(seed % 3) + 2, &ap);
+        wq_qspec sp = spec_of((int)(seed % 3) + 2, seed % 2 ? 32 : 64);
+        wq_qmatrix m = {0};
+        wq_algo_hqq_stats st;
+        assert_int_equal(wq_algo_hqq_quantize_stats(&sp, &ap, "t", W, 70, 1024, &m, &st), WQ_OK);
+        multi_parity[st.iters_run % 2] += st.stopped_early;
+        wq_qmatrix_free(&m);
+        free(W);
+    }
+    assert_true(multi_parity[0] > 0 && multi_parity[1] > 0);
     assert_true(stops >= 12);
     assert_true(parity[0] > 0 && parity[1] > 0); /* stops on both steps of a pair */
     assert_true(past > 0);
@@ -444,8 +465,9 @@ static void hqq_should_beat_rtn_asym_on_outlier_data(void **state)
         assert_int_equal(wq_algo_hqq_quantize(&sp, &ap, "t", W, rows, cols, &h1), WQ_OK);
         const double er = mean_abs_err(W, &rtn), e0 = mean_abs_err(W, &h0);
         const double e1 = mean_abs_err(W, &h1);
-        printf("int%d g%lld: mean |W - W^| RTN asym %.4g, HQQ %.4g (-%.1f%%), HQQ quant_zero %.4g\n",
-               cfgs[c].bits, (long long)cfgs[c].gs, er, e0, 100.0 * (1.0 - e0 / er), e1);
+        printf(
+            "int%d g%lld: mean |W - W^| RTN asym %.4g, HQQ %.4g (-%.1f%%), HQQ quant_zero %.4g\n",
+            cfgs[c].bits, (long long)cfgs[c].gs, er, e0, 100.0 * (1.0 - e0 / er), e1);
         assert_true(e0 < er);
         assert_true(e1 < er);
         wq_qmatrix_free(&rtn);
@@ -556,9 +578,9 @@ static void hqq_should_handle_zero_range_groups(void **state)
     (void)state;
     float W[3 * 64];
     for (int i = 0; i < 64; i++) {
-        W[i] = 0.3f;            /* constant */
-        W[64 + i] = 0.0f;       /* all zero */
-        W[128 + i] = -0.02f;    /* constant, negative */
+        W[i] = 0.3f;         /* constant */
+        W[64 + i] = 0.0f;    /* all zero */
+        W[128 + i] = -0.02f; /* constant, negative */
     }
     for (int bits = 2; bits <= 4; bits++) {
         wq_qspec sp = spec_of(bits, 64);
@@ -684,22 +706,42 @@ static void hqq_kernels_should_match_ref_bit_for_bit(void **state)
                 }
             assert_memory_equal(s, s2, sizeof(float) * nm);
             assert_memory_equal(z0, z2, sizeof(float) * nm);
+            /* several iterations (beta growing), so the memo skips groups at their fixed point:
+             * ref without memo vs every implementation with and without one */
             static const double ps[] = {0.7, 1.0, 2.0};
-            for (int pi = 0; pi < 3; pi++) {
-                wq_kern_hqq_shrink sh;
-                wq_kern_hqq_shrink_init(ps[pi], 10.0 * (1 + pi), &sh);
-                memcpy(zr, z0, sizeof(float) * nm);
-                double er = wq_kern_hqq_step_rows_ref(W, rows, cols, gs, bits, s, zr, &sh);
-                for (int isa = 1; isa < nisa; isa++) {
+            double *merr = malloc(sizeof(double) * nm);
+            float *mlim = malloc(sizeof(float) * nm), *zm = malloc(sizeof(float) * nm);
+            for (int pi = 0; pi < 3; pi++)
+                for (int isa = 0; isa < nisa; isa++) {
+                    wq_kern_hqq_memo memo = {merr, mlim};
+                    wq_kern_hqq_memo_reset(&memo, nm);
+                    memcpy(zr, z0, sizeof(float) * nm);
                     memcpy(zi, z0, sizeof(float) * nm);
-                    double ei = wq_kern_hqq_step_rows_isa(isa, W, rows, cols, gs, bits, s, xs, zi, &sh);
-                    if (ei != er || memcmp(zi, zr, sizeof(float) * nm) != 0)
-                        printf("isa %s gs %lld bits %d p %g: err %.17g vs %.17g\n",
-                               wq_kern_hqq_isa_name(isa), (long long)gs, bits, ps[pi], ei, er);
-                    assert_true(ei == er);
-                    assert_memory_equal(zi, zr, sizeof(float) * nm);
+                    memcpy(zm, z0, sizeof(float) * nm);
+                    double beta = 10.0 * (1 + pi);
+                    for (int it = 0; it < 12; it++, beta *= 1.05) {
+                        wq_kern_hqq_shrink sh;
+                        wq_kern_hqq_shrink_init(ps[pi], beta, &sh);
+                        const double er =
+                            wq_kern_hqq_step_rows_ref(W, rows, cols, gs, bits, s, zr, &sh, NULL);
+                        const double ei = wq_kern_hqq_step_rows_isa(isa, W, rows, cols, gs, bits, s,
+                                                                    xs, zi, &sh, NULL);
+                        const double em = wq_kern_hqq_step_rows_isa(isa, W, rows, cols, gs, bits, s,
+                                                                    xs, zm, &sh, &memo);
+                        if (ei != er || em != er || memcmp(zi, zr, sizeof(float) * nm) != 0 ||
+                            memcmp(zm, zr, sizeof(float) * nm) != 0)
+                            printf(
+                                "isa %s gs %lld bits %d p %g it %d: err %.17g / %.17g vs %.17g\n",
+                                wq_kern_hqq_isa_name(isa), (long long)gs, bits, ps[pi], it, ei, em,
+                                er);
+                        assert_true(ei == er && em == er);
+                        assert_memory_equal(zi, zr, sizeof(float) * nm);
+                        assert_memory_equal(zm, zr, sizeof(float) * nm);
+                    }
                 }
-            }
+            free(merr);
+            free(mlim);
+            free(zm);
             uint8_t *c1 = malloc((size_t)(rows * cols)), *c2 = malloc((size_t)(rows * cols));
             wq_kern_hqq_codes_rows(W, rows, cols, gs, bits, s, zr, c1);
             for (int64_t r = 0; r < rows; r++)
@@ -708,7 +750,8 @@ static void hqq_kernels_should_match_ref_bit_for_bit(void **state)
                     wq_kern_hqq_codes_ref(W + r * cols + off, n, bits, s[r * ng + g],
                                           zr[r * ng + g], c2 + r * cols + off);
                     uint8_t c3[256];
-                    wq_kern_hqq_codes(W + r * cols + off, n, bits, s[r * ng + g], zr[r * ng + g], c3);
+                    wq_kern_hqq_codes(W + r * cols + off, n, bits, s[r * ng + g], zr[r * ng + g],
+                                      c3);
                     assert_memory_equal(c3, c2 + r * cols + off, (size_t)n);
                 }
             assert_memory_equal(c1, c2, (size_t)(rows * cols));

@@ -1,22 +1,23 @@
 /* algo_hqq.c: HQQ (numerics.md §7) on top of kern_hqq: initial parameters, the half-quadratic
  * proximal solver for the zero points, final codes, meta quantization. Layer: algos.
  *
- * Memory: besides the output, per group one double (the sums X of kern_hqq.h, which do not change
- * between iterations) and one float (saved zeros). While the solver runs, out->scales holds HQQ's
- * inverse scales s and out->zeros the current zeros z; every solver step is one pass over the
- * groups that measures the error of the current zeros and updates them in place (so the stop rule's
- * "previous z" error and the one-step-past update come out of the same pass); the inverse scales
- * are turned into scales 1/s at the end.
+ * Memory: besides the output, 24 bytes per group (~9% of W's float bytes at g64): the sums X of
+ * kern_hqq.h (they do not change between iterations), the solver memo of kern_hqq.h (which skips
+ * groups that reached their fixed point) and the saved zeros of the schedule below. While the
+ * solver runs, out->scales holds HQQ's inverse scales s and out->zeros the current zeros z; every
+ * solver step is one pass over the groups that measures the error of the current zeros and updates
+ * them in place (so the stop rule's "previous z" error and the one-step-past update come out of the
+ * same pass); the inverse scales are turned into scales 1/s at the end.
  *
  * Schedule: W is walked in blocks of rows (~256 KiB, so a block is still in L2 when it is touched
  * again), and each walk does up to two solver steps per block: the first walk also computes the
  * initial parameters of the block, and the walk that runs the last iteration also writes the
- * block's codes. W therefore streams from memory ceil(iters/2) times instead of iters + 2. This only
- * reorders independent work: a group's step k+1 needs nothing but that group's zero after step k,
- * the two steps' error totals are kept apart (each summed over the blocks in order), and when the
- * stop rule fires on the first step of a pair, that step's zeros (saved before the second step) are
- * restored and the codes are recomputed from them, so the result is exactly that of one pass per
- * iteration; the extra step is wasted work. */
+ * block's codes. W therefore streams from memory ceil(iters/2) times instead of iters + 2. This
+ * only reorders independent work: a group's step k+1 needs nothing but that group's zero after step
+ * k, the two steps' error totals are kept apart (each summed over the blocks in order), and when
+ * the stop rule fires on the first step of a pair, that step's zeros (saved before the second step)
+ * are restored and the codes are recomputed from them, so the result is exactly that of one pass
+ * per iteration; the extra step is wasted work. */
 #include "algos/algo_hqq.h"
 
 #include <math.h>
@@ -88,21 +89,24 @@ wq_status wq_algo_hqq_quantize_stats(const wq_qspec *spec, const wq_algo_params 
     WQ_TRY(wq_qmatrix_init(out, rows, cols, gs, WQ_QDTYPE_INT, bits));
     const int64_t ng = out->ngroups, nmeta = rows * ng;
     float *s = out->scales, *z = out->zeros; /* s: inverse scales until the end */
-    const int64_t nsave = iters >= 2 ? nmeta : 0;
-    double *xsum = wq_malloc((size_t)nmeta * sizeof(double) + (size_t)nsave * sizeof(float));
+    /* per group: X (double), the memo (double + float), the saved zero (float): 24 bytes */
+    double *xsum = wq_malloc((size_t)nmeta * (2 * sizeof(double) + 2 * sizeof(float)));
     if (!xsum) {
         WQ_LOG_ERROR("%s: out of memory for HQQ's per-group scratch (%lld groups)", name,
                      (long long)nmeta);
         wq_qmatrix_free(out);
         return WQ_ERR_NOMEM;
     }
-    float *zsave = nsave ? (float *)(xsum + nmeta) : NULL;
+    wq_kern_hqq_memo memo = {xsum + nmeta, (float *)(xsum + 2 * nmeta)};
+    float *zsave = memo.lim + nmeta;
+    wq_kern_hqq_memo_reset(&memo, nmeta);
 
     const double count = (double)rows * (double)cols;
     int64_t brows = (int64_t)(HQQ_BLOCK_BYTES / sizeof(float)) / cols;
     brows = brows < 1 ? 1 : brows;
     /* §7.4: beta grows in double (a Python float in INC); err is the mean |W - W^| over the whole
-     * tensor with the zeros before the step (kern_hqq.h: double lanes, independent of the split). */
+     * tensor with the zeros before the step, accumulated in double (kern_hqq.h), block totals in
+     * block order (the blocks depend only on cols, so the order is fixed). */
     double beta = ap->hqq_beta, best = HQQ_BEST_INIT, err_init = NAN;
     int64_t it = 0;
     int stopped = 0, codes_done = 0;
@@ -134,8 +138,9 @@ wq_status wq_algo_hqq_quantize_stats(const wq_qspec *spec, const wq_algo_params 
             }
             for (int h = 0; h < nsteps; h++) {
                 if (h == 1) memcpy(zsave + m0, z + m0, (size_t)(nr * ng) * sizeof(float));
+                wq_kern_hqq_memo mb = {memo.err + m0, memo.lim + m0};
                 e[h] += wq_kern_hqq_step_rows(Wb, nr, cols, gs, bits, s + m0, xsum + m0, z + m0,
-                                              &sh[h]);
+                                              &sh[h], &mb);
             }
             if (last)
                 wq_kern_hqq_codes_rows(Wb, nr, cols, gs, bits, s + m0, z + m0,

@@ -20,6 +20,16 @@
  *    the 8-bit zero range of the whole tensor, as in INC.
  *  - The spec's sym / full_range / mse_search / double_quant / group_dim fields are not used (HQQ
  *    is always asymmetric with a float zero and has its own meta quantization).
+ *  - Precision (kern_hqq.h): per-element arithmetic is float32 in INC's order; the zero update
+ *    mean(q - (W - We)*s) is evaluated as (sum q - s * sum(W - We)) / n in double (exact in real
+ *    arithmetic, more accurate than INC's float32 mean), and the stop rule's mean error is
+ *    accumulated in double. Meta quantization is float32 (INC dequantizes it in fp16 by default;
+ *    wquant keeps the container's scale dtype as the only storage rounding).
+ *  - Speed without changing a bit of the result (algo_hqq.c, kern_hqq.h): two solver steps per walk
+ *    over L2-sized row blocks, and a per-group memo that skips groups whose zero reached its fixed
+ *    point (most do within a few iterations).
+ * Not collective; no global state (thread-safe for distinct outputs); the result is a pure function
+ * of the inputs and the same on every CPU (the SIMD paths are bit-identical to the scalar ones).
  *
  * Output (wq_qmatrix, dtype INT): codes in 0..2^bits-1, scales = 1/s (float32 of HQQ's inverse
  * scale s), zeros = z, a float that may be fractional and may lie outside [0, 2^bits-1]; dequant
@@ -49,21 +59,25 @@ typedef struct {
  * wq_qmatrix_init(out, rows, cols, effective group size, WQ_QDTYPE_INT, spec->bits); the caller
  * frees it with wq_qmatrix_free (also on error nothing is left allocated).
  *  1. rejects non-finite weights (WQ_ERR_NUMERIC; the message names `name` and the first bad
- *     element) and |w| > 1e33 (the 2e4 inverse-scale clamp would overflow float);
+ *     element), and groups whose initial zero exceeds 1e37 in magnitude (|w| beyond ~5e32 with
+ *     the 2e4 clamp, where w*s + z would approach float overflow);
  *  2. initial parameters per group (§7.3): s = min(max_v/(max-min), 2e4), z = -min*s (rounded
  *     when bits == 4);
- *  3. proximal solver (§7.4) with ap->hqq_lp_norm, hqq_beta, hqq_kappa, hqq_iters: per
- *     iteration one pass over W updates every group's zero and measures err = mean |W - W^| of the
- *     previous zeros; the loop stops at the first err >= best (best starts at 1e4, INC) keeping the
- *     zeros already updated in that pass (one step past the best, as INC and the reference do);
+ *  3. proximal solver (§7.4) with ap->hqq_lp_norm, hqq_beta, hqq_kappa, hqq_iters: each
+ *     iteration updates every group's zero (shrinkage of the residual, group mean) and measures
+ *     err = mean |W - (q - z)/s| with the previous zeros; the loop stops at the first err >= best
+ *     (best starts at 1e4, INC) keeping the zeros already updated by that iteration (one step past
+ *     the best, as INC and the reference do); beta *= kappa after every iteration;
  *  4. codes recomputed from W with the final s, z; scales = 1/s;
  *  5. ap->quant_zero: zeros replaced by their 8-bit per-tensor HQQ fake quantization (§7.5);
  *     ap->quant_scale: scales replaced by their 8-bit fake quantization in contiguous groups of
  *     ap->scale_quant_group_size over the flattened [rows*ngroups] vector (smaller last group;
  *     <= 0: one group). Codes are NOT recomputed after this meta quantization (as INC), so
  *     dequantization uses the original codes with the dequantized meta.
- * spec: dtype WQ_QDTYPE_INT, bits 1..8, group_size -1 or >= 1. ap must not be NULL.
- * Errors: WQ_ERR_ARG (bad spec/params/shape, message names `name`), WQ_ERR_NOMEM, WQ_ERR_NUMERIC. */
+ * spec: dtype WQ_QDTYPE_INT, bits 1..8, group_size -1 or >= 1. ap must not be NULL. Scratch: 24
+ * bytes per group besides the output.
+ * Errors: WQ_ERR_ARG (bad spec/params/shape, message names `name`), WQ_ERR_NOMEM, WQ_ERR_NUMERIC.
+ */
 wq_status wq_algo_hqq_quantize(const wq_qspec *spec, const wq_algo_params *ap, const char *name,
                                const float *W, int64_t rows, int64_t cols, wq_qmatrix *out);
 

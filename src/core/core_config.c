@@ -345,18 +345,22 @@ static wq_status parse_calibration(wq_config *cfg, const cJSON *obj, const char 
             }
             c->format = (wq_text_format)found;
         } else if (strcmp(k, "range") == 0) {
-            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 ||
-                !cJSON_IsNumber(cJSON_GetArrayItem(it, 0)) ||
-                !cJSON_IsNumber(cJSON_GetArrayItem(it, 1)) ||
-                cJSON_GetArrayItem(it, 0)->valuedouble < 0 ||
-                (cJSON_GetArrayItem(it, 1)->valuedouble != -1 &&
-                 cJSON_GetArrayItem(it, 1)->valuedouble <= cJSON_GetArrayItem(it, 0)->valuedouble)) {
-                WQ_LOG_ERROR("%s: key 'range' must be [begin, end) with 0 <= begin < end, or end -1",
+            /* integers only, and bounded like the other counts: a double outside int64 makes the
+             * conversion below undefined (fuzz/regressions/config) */
+            const int pair = cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2;
+            const cJSON *jb = pair ? cJSON_GetArrayItem(it, 0) : NULL;
+            const cJSON *je = pair ? cJSON_GetArrayItem(it, 1) : NULL;
+            const double b = cJSON_IsNumber(jb) ? jb->valuedouble : -1;
+            const double e = cJSON_IsNumber(je) ? je->valuedouble : -2;
+            if (b < 0 || b > 9.0e15 || b != floor(b) ||
+                (e != -1 && (e <= b || e > 9.0e15 || e != floor(e)))) {
+                WQ_LOG_ERROR("%s: key 'range' must be [begin, end) with integers 0 <= begin < end, "
+                             "or end -1",
                              where);
                 return WQ_ERR_ARG;
             }
-            c->range_begin = (int64_t)cJSON_GetArrayItem(it, 0)->valuedouble;
-            c->range_end = (int64_t)cJSON_GetArrayItem(it, 1)->valuedouble;
+            c->range_begin = (int64_t)b;
+            c->range_end = (int64_t)e;
         } else if (strcmp(k, "n_samples") == 0 || strcmp(k, "nsamples") == 0 ||
                    strcmp(k, "seqlen") == 0 || strcmp(k, "seed") == 0) {
             double d = cJSON_IsNumber(it) ? it->valuedouble : -1;
@@ -379,6 +383,38 @@ static wq_status parse_calibration(wq_config *cfg, const cJSON *obj, const char 
         }
     }
     return WQ_OK;
+}
+
+/* glibc's regcomp duplicates the parse tree for '+' and '{m,n}', so stacked repetitions grow
+ * memory exponentially (fuzz/regressions/config). Layer-name patterns need little: allow at most 8
+ * such repetitions, interval bounds <= 64, ignoring escaped characters and bracket expressions. */
+static int regex_is_tame(const char *p)
+{
+    int reps = 0;
+    for (size_t i = 0; p[i]; i++) {
+        if (p[i] == '\\' && p[i + 1]) {
+            i++;
+        } else if (p[i] == '[') {
+            size_t j = i + 1;
+            if (p[j] == '^') j++;
+            if (p[j] == ']') j++;
+            while (p[j] && p[j] != ']') j++;
+            if (!p[j]) return 1; /* unbalanced: regcomp reports it */
+            i = j;
+        } else if (p[i] == '+') {
+            reps++;
+        } else if (p[i] == '{') {
+            reps++;
+            for (size_t j = i + 1; p[j] && p[j] != '}'; j++) {
+                if (p[j] >= '0' && p[j] <= '9') {
+                    long v = strtol(p + j, NULL, 10);
+                    if (v > 64) return 0;
+                    while (p[j + 1] >= '0' && p[j + 1] <= '9') j++;
+                }
+            }
+        }
+    }
+    return reps <= 8;
 }
 
 static wq_status parse_local(wq_config *cfg, const cJSON *local, const char *origin)
@@ -412,6 +448,13 @@ static wq_status parse_local(wq_config *cfg, const cJSON *local, const char *ori
             return WQ_ERR_ARG;
         }
         snprintf(r->pattern, sizeof r->pattern, "%s", key);
+        if (r->kind == WQ_RULE_REGEX && !regex_is_tame(key)) {
+            WQ_LOG_ERROR("%s: regular expression too complex: at most 8 '+' or '{m,n}' repetitions "
+                         "with bounds <= 64 are allowed (glibc's regcomp copies the pattern per "
+                         "repetition and can exhaust memory)",
+                         where);
+            return WQ_ERR_ARG;
+        }
         if (r->kind == WQ_RULE_REGEX) {
             char anchored[300];
             snprintf(anchored, sizeof anchored, "^(%s)$", key);

@@ -69,7 +69,11 @@ static int parse_qdtype(const char *s, wq_qdtype *out)
     return 0;
 }
 
-/* Fills *info from an open dataset; checks its element class and size. Returns 1 on success. */
+/* Fills *info from an open dataset; checks its element class and size, and that the file stores
+ * exactly dims x elem bytes for it, within the file: the writer allocates every dataset early,
+ * contiguous and unfiltered, and callers size buffers by info->bytes (fuzz/regressions/h5:
+ * an unallocated dataset stored 0 bytes while H5Dread filled its whole extent). Returns 1 on
+ * success. */
 static int dataset_info(hid_t ds, H5T_class_t cls, size_t elem, wq_dtype dt, wq_h5_dsinfo *info)
 {
     hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds);
@@ -77,12 +81,18 @@ static int dataset_info(hid_t ds, H5T_class_t cls, size_t elem, wq_dtype dt, wq_
     int nd = ok ? H5Sget_simple_extent_ndims(sp) : -1;
     ok = ok && nd >= 0 && nd <= 4;
     if (ok) {
-        hsize_t dims[4] = {0};
+        hsize_t dims[4] = {0}, need = elem, fsize = 0;
         H5Sget_simple_extent_dims(sp, dims, NULL);
+        for (int k = 0; k < nd && ok; k++)
+            ok = dims[k] <= INT64_MAX && !__builtin_mul_overflow(need, dims[k], &need);
+        hid_t fid = H5Iget_file_id(ds);
+        ok = ok && fid >= 0 && H5Fget_filesize(fid, &fsize) >= 0 &&
+             H5Dget_storage_size(ds) == need && need <= fsize;
+        if (fid >= 0) H5Fclose(fid);
         info->ndim = nd;
         for (int k = 0; k < 4; k++)
             info->dims[k] = k < nd ? (int64_t)dims[k] : 0;
-        info->bytes = (size_t)H5Dget_storage_size(ds);
+        info->bytes = (size_t)need;
         info->dtype = dt;
     }
     if (sp >= 0) H5Sclose(sp);
@@ -258,7 +268,8 @@ static wq_status read_raw_entry(wq_h5_reader *r, const char *name, wq_h5_entry *
             ? H5T_FLOAT
             : H5T_INTEGER;
     if (!dataset_info(ds, cls, wq_dtype_size(t), t, info))
-        BAD("tensor '%s': stored type does not match its dtype %s (or rank > 4)", name, dt);
+        BAD("tensor '%s': stored type, rank (<= 4) or size does not match its dtype %s and shape",
+            name, dt);
     e->ndim = info->ndim;
     for (int k = 0; k < 4; k++)
         e->shape[k] = info->dims[k];

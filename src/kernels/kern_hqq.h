@@ -1,7 +1,7 @@
 /* kern_hqq.h: the numerics of HQQ, half-quadratic quantization (numerics.md §7): per-group initial
- * parameters with an inverse scale, one step of the proximal zero-point solver, the final codes, and
- * the 8-bit meta quantization of zeros and scales. Layer: kernels: pure numerics, no allocation,
- * logging, I/O or MPI; preconditions are asserted in debug builds only.
+ * parameters with an inverse scale, one step of the proximal zero-point solver, the final codes,
+ * and the 8-bit meta quantization of zeros and scales. Layer: kernels: pure numerics, no
+ * allocation, logging, I/O or MPI; preconditions are asserted in debug builds only.
  *
  * Conventions shared by every function here:
  *  - x/W are float32, row-major; a group is n consecutive elements of one row (the reference hqq's
@@ -69,10 +69,10 @@ void wq_kern_hqq_shrink_init(double p, double beta, wq_kern_hqq_shrink *sh);
 float wq_kern_hqq_shrink_apply(float e, const wq_kern_hqq_shrink *sh);
 
 /* Initial parameters of one group x[n] (n >= 1), numerics §7.3, float32:
- *   s = min(max_v / (max - min), 2e4),  max_v = 2^bits - 1;  z = -min * s, z = rne(z) if round_zero.
- * A zero-range group gets s = 2e4 (inf clamped, INC; the reference hqq would use s = 1 below a
- * 1e-4 range, which with a rounded zero can move a constant group by up to 0.5). A range that
- * overflows float gives s = 0 (the caller rejects such layers). bits 1..8. */
+ *   s = min(max_v / (max - min), 2e4),  max_v = 2^bits - 1;  z = -min * s, z = rne(z) if
+ * round_zero. A zero-range group gets s = 2e4 (inf clamped, INC; the reference hqq would use s = 1
+ * below a 1e-4 range, which with a rounded zero can move a constant group by up to 0.5). A range
+ * that overflows float gives s = 0 (the caller rejects such layers). bits 1..8. */
 void wq_kern_hqq_params(const float *x, int64_t n, int bits, bool round_zero, float *s, float *z);
 
 /* Double 16-lane sum of x[n] (the X of wq_kern_hqq_step). */
@@ -107,26 +107,44 @@ void wq_kern_hqq_codes_ref(const float *x, int64_t n, int bits, float s, float z
  * wq_kern_hqq_sum of every group. */
 void wq_kern_hqq_params_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
                              bool round_zero, float *s, float *z, double *xsum);
+/* Optional per-group memo of the solver, arrays [rows][ngroups] owned by the caller. Once a group's
+ * step leaves its zero unchanged with every |e| <= thr (We = 0), the next step of that group
+ * would repeat it exactly (same codes, errors and zero) for as long as the largest float error
+ * lane of that step stays <= thr; lim holds that lane (else +inf) and err the group's error, so
+ * such steps are skipped and err is reused. With HQQ most groups reach this fixed point within a
+ * few iterations (Llama-like weights: ~80% after 6, ~99% after 12), so later iterations cost a
+ * fraction of a pass. The results are bit-identical with and without a memo. */
+typedef struct {
+    double *err; /* error sum of the group's last computed step */
+    float *lim;  /* largest float error lane of a repeatable last step, or +inf */
+} wq_kern_hqq_memo;
+
+/* lim[k] = +inf, err[k] = 0, k < n: required before the first step and whenever z is changed by
+ * anything but the steps. */
+void wq_kern_hqq_memo_reset(wq_kern_hqq_memo *memo, int64_t n);
+
 /* One solver iteration over every group (wq_kern_hqq_step), z updated in place; returns the error
- * total: the groups' double error lanes added lane by lane in row-major group order, then the
- * tree. Every implementation gives the same bits. */
+ * total: the groups' errors (each the tree of its double error lanes), group k (row-major) added
+ * to lane k mod 8 in order, then ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)). memo may be NULL.
+ * Every implementation gives the same bits. */
 double wq_kern_hqq_step_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
                              const float *s, const double *xsum, float *z,
-                             const wq_kern_hqq_shrink *sh);
+                             const wq_kern_hqq_shrink *sh, wq_kern_hqq_memo *memo);
 double wq_kern_hqq_step_rows_ref(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
-                                 const float *s, float *z, const wq_kern_hqq_shrink *sh);
+                                 const float *s, float *z, const wq_kern_hqq_shrink *sh,
+                                 wq_kern_hqq_memo *memo);
 /* Implementations usable on this CPU are isa = 0 .. wq_kern_hqq_isa_count()-1 (0 ref, 1 sse2,
  * 2 avx2, 3 avx512f); wq_kern_hqq_step_rows uses the last. For tests and benchmarks. */
 int wq_kern_hqq_isa_count(void);
 const char *wq_kern_hqq_isa_name(int isa);
 double wq_kern_hqq_step_rows_isa(int isa, const float *W, int64_t rows, int64_t cols, int64_t gs,
                                  int bits, const float *s, const double *xsum, float *z,
-                                 const wq_kern_hqq_shrink *sh);
+                                 const wq_kern_hqq_shrink *sh, wq_kern_hqq_memo *memo);
 /* codes[rows][cols] of every group with its s/z. */
 void wq_kern_hqq_codes_rows(const float *W, int64_t rows, int64_t cols, int64_t gs, int bits,
                             const float *s, const float *z, uint8_t *codes);
 
-// ---- Meta quantization (numerics §7.5) ------------------------------------------------------------
+// ---- Meta quantization (numerics §7.5) ----------------------------------------------------------
 
 /* In-place 8-bit HQQ fake quantization of v[n] in contiguous groups of gs (gs <= 0 or gs >= n: one
  * group; a smaller last group otherwise), no optimisation, zero not rounded:
