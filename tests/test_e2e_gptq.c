@@ -26,16 +26,7 @@ static void write_cfg(const char *path, int bits, int act)
     fclose(f);
 }
 
-static double ppl_of(const char *h5)
-{
-    char *log;
-    int rc = wq_e2e_run(1, &log, "eval --model %s --quantized %s --text %s/text/tinystories-val-500.txt "
-                                 "--protocol stories --range 400:500 --json", MODEL, h5, A);
-    assert_int_equal(rc, 0);
-    const char *p = strstr(log, "\"ppl\": ");
-    assert_non_null(p);
-    return strtod(p + 7, NULL);
-}
+static double ppl_of(const char *h5) { return wq_e2e_tinystories_ppl(MODEL, h5); }
 
 static void gptq_containers_should_be_identical_for_any_grid(void **state)
 {

@@ -1,6 +1,7 @@
 /* wq_e2e.c: run the CLI under mpiexec and capture its output. */
 #include "wq_e2e.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,4 +49,18 @@ int wq_e2e_write_st(const char *path, const char *header, const void *data, size
     fwrite(header, 1, strlen(header), f);
     if (data_len) fwrite(data, 1, data_len, f);
     return fclose(f);
+}
+
+double wq_e2e_tinystories_ppl(const char *model_dir, const char *h5)
+{
+    char *log;
+    int rc = wq_e2e_run(1, &log, "eval --model %s --quantized %s --text %s/text/tinystories-val-500.txt "
+                                 "--protocol stories --range 400:500 --json",
+                        model_dir, h5, WQ_ASSETS_DIR);
+    const char *p = rc == 0 ? strstr(log, "\"ppl\": ") : NULL;
+    if (!p) {
+        fprintf(stderr, "eval of %s failed:\n%s\n", h5, log);
+        return NAN;
+    }
+    return strtod(p + 7, NULL);
 }

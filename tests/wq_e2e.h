@@ -11,6 +11,9 @@ const char *wq_e2e_bin(void);
  * returns the exit status. np = 0 runs the binary without mpiexec. */
 int wq_e2e_run(int np, char **log, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int wq_e2e_file_exists(const char *path);
+/* TinyStories perplexity (stories 400..499, the assets' protocol) of a container of the model in
+ * model_dir, evaluated on one process; NAN when the run fails (its log is printed). */
+double wq_e2e_tinystories_ppl(const char *model_dir, const char *h5);
 
 /* A tiny safetensors writer for crafting (possibly broken) test files: header text and data given
  * verbatim; header_len_override >= 0 replaces the 8-byte length field. */

@@ -22,31 +22,25 @@ static inline i128 to_fixed(double x)
     return (i128)(int64_t)ip * ((i128)1 << 64) + (i128)fr; /* multiply: shifting a negative value is UB */
 }
 
+/* Adds one term; returns 1 when it is out of range (and not added). */
+static inline int add_one(wq_exact *acc, double v)
+{
+    if (!(fabs(v) < 0x1p62)) return 1;
+    put(acc, get(acc) + to_fixed(v));
+    return 0;
+}
+
 int64_t wq_kern_exact_add_f64(wq_exact *acc, const double *x, int64_t n)
 {
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double v = x[i];
-        if (!(fabs(v) < 0x1p62)) {
-            bad++;
-            continue;
-        }
-        put(&acc[i], get(&acc[i]) + to_fixed(v));
-    }
+    for (int64_t i = 0; i < n; i++) bad += add_one(&acc[i], x[i]);
     return bad;
 }
 
 int64_t wq_kern_exact_add_f32(wq_exact *acc, const float *x, int64_t n)
 {
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double v = x[i];
-        if (!(fabs(v) < 0x1p62)) {
-            bad++;
-            continue;
-        }
-        put(&acc[i], get(&acc[i]) + to_fixed(v));
-    }
+    for (int64_t i = 0; i < n; i++) bad += add_one(&acc[i], (double)x[i]);
     return bad;
 }
 

@@ -718,8 +718,9 @@ HQQ_AVX512_FN static inline unsigned todo_mask(const wq_kern_hqq_memo *memo, int
 /* The AVX-512 driver. Groups are taken in row-major order, 16 at a time; with a memo, the groups
  * it marks as repeating are dropped with one vector compare and the others are packed into full
  * batches (so a mostly converged matrix costs little more than reading its memo), their errors go
- * to the memo, and the total is summed from the memo in group order at the end. Without a memo,
- * every group is computed and the total is summed batch by batch (also group order). */
+ * to the memo, and the total is summed from the memo at the end (err_total). Without a memo, every
+ * group is computed and its error added batch by batch (batches hold consecutive groups, in order).
+ * A software prefetch runs ahead of the sparse batches. */
 HQQ_AVX512_FN static double step_rows_avx512(const float *W, int64_t rows, int64_t cols, int64_t gs,
                                              int bits, const float *s, const double *xsum, float *z,
                                              const wq_kern_hqq_shrink *sh, wq_kern_hqq_memo *memo)
