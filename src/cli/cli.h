@@ -15,6 +15,8 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d);
 
 /* Exit code for a status: 0 for OK, 2 for bad input (ARG/FORMAT/UNSUPPORTED), 1 otherwise. */
 int wq_cli_exit_code(wq_status st);
+/* Monotonic wall-clock seconds (progress lines and timings). */
+double wq_cli_now(void);
 /* Rank 0 reads a whole file and broadcasts it; every rank gets a NUL-terminated wq_malloc'd copy.
  * Collective; all ranks agree on failure (message names the path). */
 wq_status wq_cli_read_bcast(wq_dist *d, const char *path, char **text, size_t *len);

@@ -9,21 +9,15 @@
 
 #include "algos/algo_awq.h"
 #include "algos/algo_rtn.h"
+#include "cli/cli_block.h"
 #include "core/core_alloc.h"
 #include "core/core_half.h"
 #include "core/core_log.h"
 #include "dist/dist_reduce.h"
 #include "kernels/kern_exact.h"
 
-enum { K_ATTN = 0, K_O = 1, K_MLP = 2, K_DOWN = 3, N_LIN = 7 };
+enum { N_LIN = WQ_BLK_N_LINEARS };
 
-static const struct {
-    const char *sub;
-    int kind;
-} k_lin[N_LIN] = {{"self_attn.q_proj", K_ATTN}, {"self_attn.k_proj", K_ATTN},
-                  {"self_attn.v_proj", K_ATTN}, {"self_attn.o_proj", K_O},
-                  {"mlp.gate_proj", K_MLP},     {"mlp.up_proj", K_MLP},
-                  {"mlp.down_proj", K_DOWN}};
 /* Tuples sharing one scale (INC's trace result for Llama, numerics 5.3) and their absorber. */
 static const struct {
     int first, n;
@@ -119,10 +113,11 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                          const wq_h5_entry *entries, wq_entry_lookup lookup, void *lookup_ctx,
                          wq_entry_lookup lookup_raw, int progress)
 {
-    const int64_t d = mc->hidden_size, F = mc->intermediate_size;
-    const int64_t qd = mc->n_heads * mc->head_dim, kd = mc->n_kv_heads * mc->head_dim;
-    const int64_t in_of[4] = {d, qd, d, F};
-    const int64_t rows_of[N_LIN] = {qd, kd, kd, d, F, F, d};
+    const wq_blk_dims dims = wq_blk_dims_of(mc);
+    const int64_t *in_of = dims.in, *rows_of = dims.rows;
+    const int64_t d = mc->hidden_size;
+    int64_t max_in = d; /* widest captured input */
+    for (int q = 0; q < WQ_BLK_N_INPUTS; q++) max_in = in_of[q] > max_in ? in_of[q] : max_in;
     wq_dist *sd = wq_engine_stage_dist(e);
     for (int s = 0; s < wq_engine_n_stages(e); s++) {
         wq_status st = WQ_OK;
@@ -135,10 +130,12 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             int64_t idx[N_LIN];
             wq_qspec spec[N_LIN];
             st = wq_block_load(mc, src, b, &bb);
-            const float *W[N_LIN] = {bb.wq, bb.wk, bb.wv, bb.wo, bb.w_gate, bb.w_up, bb.w_down};
+            float *Wm[N_LIN];
+            wq_blk_weights(&bb, Wm);
+            const float *W[N_LIN] = {Wm[0], Wm[1], Wm[2], Wm[3], Wm[4], Wm[5], Wm[6]};
             for (int l = 0; l < N_LIN; l++) {
                 char layer[256];
-                snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, k_lin[l].sub);
+                snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, wq_blk_linears[l].sub);
                 idx[l] = lookup(lookup_ctx, layer);
                 spec[l] = idx[l] >= 0 ? entries[idx[l]].spec : (wq_qspec){0};
                 quant[l] = 1.0f;
@@ -155,18 +152,14 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 scale[q] = wq_malloc((size_t)in_of[q] * sizeof(float));
                 if (!c.x[q] || !c.absacc[q] || !xmean[q] || !scale[q]) st = WQ_ERR_NOMEM;
             }
-            int64_t maxT = 1;
-            for (int64_t k = 0; k < c.n; k++) {
-                int64_t L = wq_engine_seq_len(e, wq_engine_local_seq(e, k));
-                if (L > maxT) maxT = L;
-            }
+            int64_t maxT = wq_blk_max_local_len(e);
             int64_t maxw = 0;
             for (int l = 0; l < N_LIN; l++) {
-                if (rows_of[l] * in_of[k_lin[l].kind] > maxw) maxw = rows_of[l] * in_of[k_lin[l].kind];
-                wq_buf[l] = wq_malloc((size_t)(rows_of[l] * in_of[k_lin[l].kind]) * sizeof(float));
+                if (rows_of[l] * in_of[wq_blk_linears[l].input] > maxw) maxw = rows_of[l] * in_of[wq_blk_linears[l].input];
+                wq_buf[l] = wq_malloc((size_t)(rows_of[l] * in_of[wq_blk_linears[l].input]) * sizeof(float));
                 if (!wq_buf[l]) st = WQ_ERR_NOMEM;
             }
-            scratch = wq_malloc((size_t)(maxw + maxT * (F > qd ? (F > d ? F : d) : (qd > d ? qd : d))) * sizeof(float));
+            scratch = wq_malloc((size_t)(maxw + maxT * max_in) * sizeof(float));
             if (!c.T || !c.yref || !scratch) st = WQ_ERR_NOMEM;
             st = wq_dist_agree(sd, st);
             /* 1. captures, fp outputs, |x| statistics (5.2, 5.4) */
@@ -187,7 +180,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             /* 2. scale search per tuple (5.4) */
             int has_scale[4] = {0};
             for (int t = 0; t < 4 && st == WQ_OK; t++) {
-                int first = k_tuple[t].first, n = k_tuple[t].n, kind = k_lin[first].kind;
+                int first = k_tuple[t].first, n = k_tuple[t].n, kind = wq_blk_linears[first].input;
                 int quantized = 0;
                 for (int l = first; l < first + n; l++) quantized |= idx[l] >= 0;
                 if (!cfg->ap.use_auto_scale || !quantized || (!k_tuple[t].absorber && cfg->ap.folding)) continue;
@@ -224,7 +217,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                     st = wq_algo_awq_scales(xmean[kind], wmean, cols, (float)best / WQ_AWQ_N_SCALE_RATIOS, scale[t]);
                     has_scale[t] = 1;
                     if (progress && wq_dist_rank(sd) == 0)
-                        fprintf(stderr, "[awq] block %lld tuple %s: ratio %.2f\n", (long long)b, k_lin[first].sub,
+                        fprintf(stderr, "[awq] block %lld tuple %s: ratio %.2f\n", (long long)b, wq_blk_linears[first].sub,
                                 (double)best / WQ_AWQ_N_SCALE_RATIOS);
                 }
                 wq_free(wmean);
@@ -232,7 +225,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             /* 3. clip search per layer (5.6), on the layer's recorded input, scale applied */
             for (int l = 0; l < N_LIN && st == WQ_OK && cfg->ap.use_auto_clip; l++) {
                 if (idx[l] < 0) continue;
-                int kind = k_lin[l].kind, t = kind; /* tuple index equals the input kind */
+                int kind = wq_blk_linears[l].input, t = kind; /* tuple index equals the input kind */
                 wq_exact acc[WQ_AWQ_N_CLIP_RATIOS] = {{0, 0}};
                 for (int i = 0; i < WQ_AWQ_N_CLIP_RATIOS && st == WQ_OK; i++) {
                     st = wq_algo_awq_fakequant(&spec[l], 1.0f - (float)i / 100.0f, W[l], rows_of[l], in_of[kind],
@@ -249,7 +242,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             /* 4. final quantization of the scaled weights and the absorbed norms (5.5, 5.7) */
             for (int l = 0; l < N_LIN && st == WQ_OK; l++) {
                 if (idx[l] < 0) continue;
-                int kind = k_lin[l].kind, t = kind;
+                int kind = wq_blk_linears[l].input, t = kind;
                 int64_t rows = rows_of[l], cols = in_of[kind];
                 wq_status ws = WQ_OK;
                 if (wq_dist_rank(sd) == l % wq_dist_size(sd)) {
@@ -261,7 +254,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                     sq.mse_search = false;
                     wq_qmatrix m = {0};
                     char layer[256];
-                    snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, k_lin[l].sub);
+                    snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, wq_blk_linears[l].sub);
                     ws = wq_algo_rtn_quantize_quantile(&sq, layer, Ws, rows, cols, quant[l], &m);
                     if (ws == WQ_OK) ws = wq_h5_write_qlinear(f, idx[l], &m);
                     if (ws == WQ_OK && entries[idx[l]].n_extra > 0) {

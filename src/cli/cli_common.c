@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 #include "core/core_alloc.h"
@@ -56,4 +57,11 @@ wq_status wq_cli_read_bcast(wq_dist *d, const char *path, char **text, size_t *l
     *text = p;
     if (len) *len = n;
     return WQ_OK;
+}
+
+double wq_cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

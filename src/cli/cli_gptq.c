@@ -12,22 +12,14 @@
 #include <time.h>
 
 #include "algos/algo_gptq.h"
+#include "cli/cli.h"
+#include "cli/cli_block.h"
 #include "core/core_alloc.h"
 #include "core/core_log.h"
 #include "dist/dist_plan.h"
 #include "dist/dist_reduce.h"
 #include "kernels/kern_hessian.h"
 
-/* The block's linears in registration order, with the captured input each one reads. */
-typedef struct {
-    const char *sub;
-    int input; /* 0 attn, 1 o, 2 mlp, 3 down */
-} linear_desc;
-static const linear_desc k_linears[7] = {
-    {"self_attn.q_proj", 0}, {"self_attn.k_proj", 0}, {"self_attn.v_proj", 0},
-    {"self_attn.o_proj", 1}, {"mlp.gate_proj", 2},    {"mlp.up_proj", 2},
-    {"mlp.down_proj", 3},
-};
 /* Sequential groups (true_sequential, INC grouping for Llama: [q,k,v],[o],[gate],[up],[down] would
  * split gate/up; we keep the reference's [q,k,v],[o],[gate,up],[down], which share inputs). */
 static const int k_groups_seq[4][4] = {{0, 1, 2, -1}, {3, -1}, {4, 5, -1}, {6, -1}};
@@ -56,13 +48,6 @@ static wq_status hess_cb(void *ctx, int64_t seq, int64_t T, const wq_block_captu
         return WQ_ERR_NUMERIC;
     }
     return WQ_OK;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* GPTQ of one linear over the stage: every stage rank gets the full qmatrix and Q (into w). */
@@ -123,9 +108,8 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           wq_h5_file *f, const wq_h5_entry *entries, wq_entry_lookup lookup,
                           void *lookup_ctx, int progress)
 {
-    const int64_t d = mc->hidden_size, F = mc->intermediate_size;
-    const int64_t qd = mc->n_heads * mc->head_dim, kd = mc->n_kv_heads * mc->head_dim;
-    const int64_t in_of[4] = {d, qd, d, F};
+    const wq_blk_dims dims = wq_blk_dims_of(mc);
+    const int64_t *in_of = dims.in, *rows_of = dims.rows;
     wq_dist *sd = wq_engine_stage_dist(e);
     for (int s = 0; s < wq_engine_n_stages(e); s++) {
         wq_status st = WQ_OK;
@@ -136,8 +120,8 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 st = wq_block_load(mc, src, b, &bb);
                 st = wq_dist_agree(sd, st);
                 if (st != WQ_OK) break;
-                float *wptr[7] = {bb.wq, bb.wk, bb.wv, bb.wo, bb.w_gate, bb.w_up, bb.w_down};
-                const int64_t rows_of[7] = {qd, kd, kd, d, F, F, d};
+                float *wptr[WQ_BLK_N_LINEARS];
+                wq_blk_weights(&bb, wptr);
                 int n_groups = cfg->ap.true_sequential ? 4 : 1;
                 for (int g = 0; g < n_groups && st == WQ_OK; g++) {
                     const int *grp = cfg->ap.true_sequential ? k_groups_seq[g] : k_groups_all[0];
@@ -145,7 +129,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                     unsigned mask = 0;
                     int64_t max_in = 0;
                     for (int i = 0; grp[i] >= 0; i++) {
-                        int k = k_linears[grp[i]].input;
+                        int k = wq_blk_linears[grp[i]].input;
                         mask |= 1u << k;
                         h.in[k] = in_of[k];
                         if (in_of[k] > max_in) max_in = in_of[k];
@@ -155,12 +139,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                             h.acc[k] = wq_calloc((size_t)wq_kern_hessian_packed_len(in_of[k]), sizeof(wq_exact));
                             if (!h.acc[k]) st = WQ_ERR_NOMEM;
                         }
-                    int64_t maxT = 0;
-                    for (int64_t k = 0; k < wq_engine_n_local(e); k++) {
-                        int64_t L = wq_engine_seq_len(e, wq_engine_local_seq(e, k));
-                        if (L > maxT) maxT = L;
-                    }
-                    h.scratch = wq_malloc(wq_kern_hessian_scratch_bytes(maxT > 0 ? maxT : 1, max_in, WQ_HESS_F64));
+                    h.scratch = wq_malloc(wq_kern_hessian_scratch_bytes(wq_blk_max_local_len(e), max_in, WQ_HESS_F64));
                     if (!h.scratch) st = WQ_ERR_NOMEM;
                     /* WQ_CAP_* bits follow the input kinds 0..3 */
                     if (st == WQ_OK) st = wq_engine_forward(e, &bb.w, 0, mask, hess_cb, &h);
@@ -168,12 +147,12 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                     for (int k = 0; k < 4 && st == WQ_OK; k++)
                         if (h.acc[k]) st = wq_dist_allreduce_exact(sd, h.acc[k], wq_kern_hessian_packed_len(in_of[k]));
                     for (int i = 0; grp[i] >= 0 && st == WQ_OK; i++) {
-                        int li = grp[i], k = k_linears[li].input;
+                        int li = grp[i], k = wq_blk_linears[li].input;
                         char layer[256];
-                        snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, k_linears[li].sub);
+                        snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, wq_blk_linears[li].sub);
                         int64_t idx = lookup(lookup_ctx, layer);
                         if (idx < 0) continue; /* kept in original precision */
-                        double t0 = now_s();
+                        double t0 = wq_cli_now();
                         double *H = wq_malloc((size_t)(in_of[k] * in_of[k]) * sizeof(double));
                         if (!H) {
                             st = WQ_ERR_NOMEM;
@@ -194,7 +173,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                         wq_qmatrix_free(&m);
                         st = wq_dist_agree(sd, ws);
                         if (progress && wq_dist_rank(sd) == 0)
-                            fprintf(stderr, "[gptq] %-40s stage %d  %6.2f s\n", layer, s, now_s() - t0);
+                            fprintf(stderr, "[gptq] %-40s stage %d  %6.2f s\n", layer, s, wq_cli_now() - t0);
                     }
                     for (int k = 0; k < 4; k++) wq_free(h.acc[k]);
                     wq_free(h.scratch);

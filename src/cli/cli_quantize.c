@@ -27,13 +27,6 @@
 #include "model/st_reader.h"
 #include "wq_version.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A 2-D "<name>.weight" tensor that is a linear layer (projection or lm_head), not an embedding. */
 static int is_linear_weight(const wq_st_tensor *t, char *layer, size_t n)
 {
@@ -338,11 +331,11 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
         while (next < p->n && p->owner[next] != rank) next++;
         double mine_info[3] = {-1, 0, 0}; /* entry index, seconds, bytes */
         if (next < p->n && st == WQ_OK) {
-            double t0 = now_s();
+            double t0 = wq_cli_now();
             wq_dist_fault_point(d, "tensor", next);
             st = process_entry(cfg, m, p, next, f);
             mine_info[0] = (double)next;
-            mine_info[1] = now_s() - t0;
+            mine_info[1] = wq_cli_now() - t0;
             mine_info[2] = (double)p->tensors[next]->nbytes;
             next++;
         }
@@ -418,7 +411,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
     wq_h5_file *f = NULL;
     char *src_cfg = NULL, *cfg_json = NULL;
     wq_model_cfg mc;
-    double t0 = now_s();
+    double t0 = wq_cli_now();
     st = wq_st_open(model_dir, &m);
     if (st == WQ_OK) {
         char path[4096];
@@ -447,7 +440,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
     if (st == WQ_OK && wq_dist_rank(d) == 0) st = wq_h5_write_qconfig(out, &cfg, p.entries, p.n);
     st = wq_dist_agree(d, st);
     if (st == WQ_OK)
-        WQ_LOG_ROOT("wrote %s in %.2f s", out, now_s() - t0);
+        WQ_LOG_ROOT("wrote %s in %.2f s", out, wq_cli_now() - t0);
     else if (wq_dist_rank(d) == 0)
         fprintf(stderr, "wquant quantize: failed (%s); no container written at %s\n",
                 wq_status_str(st), out);

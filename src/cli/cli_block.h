@@ -1,0 +1,34 @@
+/* cli_block.h: a Llama block as the calibrated passes (GPTQ, AWQ) see it: its seven linears in
+ * registration order, the captured input each one reads, and their shapes. Layer: cli. */
+#ifndef WQ_CLI_BLOCK_H
+#define WQ_CLI_BLOCK_H
+
+#include <stdint.h>
+
+#include "core/core_model_cfg.h"
+#include "dist/dist_engine.h"
+
+/* Captured inputs (same order as wq_block_capture and the WQ_CAP_* bits). */
+enum { WQ_BLK_IN_ATTN = 0, WQ_BLK_IN_O = 1, WQ_BLK_IN_MLP = 2, WQ_BLK_IN_DOWN = 3, WQ_BLK_N_INPUTS = 4 };
+#define WQ_BLK_N_LINEARS 7
+
+typedef struct {
+    const char *sub; /* name under model.layers.<b>., e.g. "self_attn.q_proj" */
+    int input;       /* WQ_BLK_IN_* */
+} wq_blk_linear;
+
+/* q, k, v, o, gate, up, down. */
+extern const wq_blk_linear wq_blk_linears[WQ_BLK_N_LINEARS];
+
+typedef struct {
+    int64_t in[WQ_BLK_N_INPUTS];    /* width of each captured input */
+    int64_t rows[WQ_BLK_N_LINEARS]; /* output features of each linear */
+} wq_blk_dims;
+
+wq_blk_dims wq_blk_dims_of(const wq_model_cfg *mc);
+/* The writable weight matrices of a loaded block, in wq_blk_linears order. */
+void wq_blk_weights(const wq_block_buf *bb, float *w[WQ_BLK_N_LINEARS]);
+/* Longest sequence held by this rank (at least 1). */
+int64_t wq_blk_max_local_len(const wq_engine *e);
+
+#endif
