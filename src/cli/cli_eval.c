@@ -1,6 +1,7 @@
 /* cli_eval.c: `wquant eval` (perplexity under the stories or windows protocol, distributed over the
  * engine's stage x data grid) and `wquant generate` (greedy decoding, a smoke test).
  * Layer: cli. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,29 @@ done:
     return st;
 }
 
+/* The sequences as text, one per line, so other tools (llama.cpp in tests/gguf) evaluate exactly
+ * the same tokens. */
+static wq_status dump_ids(const char *path, const evalset *es)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        WQ_LOG_ERROR("cannot write '%s': %s", path, strerror(errno));
+        return WQ_ERR_IO;
+    }
+    int ok = 1;
+    for (int64_t i = 0; i < es->seqs.n_seqs && ok; i++) {
+        for (int64_t j = 0; j < es->lens[i] && ok; j++)
+            ok = fprintf(f, j ? " %d" : "%d", (int)es->ids[i][j]) > 0;
+        ok = ok && fputc('\n', f) != EOF;
+    }
+    ok = fclose(f) == 0 && ok;
+    if (!ok) {
+        WQ_LOG_ERROR("cannot write '%s'", path);
+        return WQ_ERR_IO;
+    }
+    return WQ_OK;
+}
+
 /* "A:B" -> a, b (B may be empty or -1 for "to the end"). */
 static int parse_range(const char *s, int64_t *a, int64_t *b)
 {
@@ -175,6 +199,8 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
         {"seqlen", WQ_OPT_VALUE, "L", "window length / story cut (default 512)"},
         {"stages", WQ_OPT_VALUE, "P", "pipeline stages (default 1)"},
         {"json", WQ_OPT_FLAG, NULL, "print one JSON object {ppl, nll, tokens, ...}"},
+        {"dump-ids", WQ_OPT_VALUE, "FILE",
+         "also write the evaluated sequences, one per line (space-separated ids)"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
     };
@@ -213,6 +239,8 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
     wq_engine *e = NULL;
     wq_status st = weights_open(model, wq_cli_opt(opts, "quantized")->value, &w);
     if (st == WQ_OK) st = build_evalset(model, text, protocol, a, b, n_windows, seqlen, &w.mc, &es);
+    if (st == WQ_OK && rank == 0 && wq_cli_opt(opts, "dump-ids")->value)
+        st = dump_ids(wq_cli_opt(opts, "dump-ids")->value, &es);
     st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_engine_create(d, &w.mc, (int)stages, es.ids, es.lens, es.seqs.n_seqs, &e);
     if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &w.src));
