@@ -226,10 +226,18 @@ static wq_status export_gguf(const char *path, const char *out, const wq_gguf_op
         wq_h5_close(r);
         return WQ_ERR_NOMEM;
     }
+    /* general.name: the container's file name without directory and ".h5" */
+    char name[256];
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(name, sizeof name, "%s", base);
+    k = strlen(name);
+    if (k > 3 && strcmp(name + k - 3, ".h5") == 0) name[k - 3] = 0;
+    wq_gguf_opts go = *o;
+    go.name = name;
     wq_gguf_io io = {(void *)r, io_qmatrix_folded, io_raw, io_f32};
     wq_gguf_report rep = {0};
     wq_status st =
-        wq_gguf_export(file, es, wq_h5_count(r), &io, wq_h5_source_config(r), o, &rep);
+        wq_gguf_export(file, es, wq_h5_count(r), &io, wq_h5_source_config(r), &go, &rep);
     if (st == WQ_OK)
         WQ_LOG_INFO("export gguf: %lld linears as Q4_0, %lld as Q4_1, %lld as Q8_0, %lld "
                     "dequantized (%s)", (long long)rep.n_q4_0, (long long)rep.n_q4_1,
