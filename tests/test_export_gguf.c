@@ -26,7 +26,7 @@
 static char g_dir[256];
 static char g_syn[300];
 
-/* ---- independent GGUF reader ------------------------------------------------------------------ */
+/* ---- independent GGUF reader ---------------------------------------------------------------- */
 
 enum { T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
 enum { G_F32 = 0, G_F16 = 1, G_Q4_0 = 2, G_Q4_1 = 3, G_Q8_0 = 8 };
@@ -207,18 +207,25 @@ static const gtensor *tensor(const gguf *g, const char *name)
 static float h2f(uint16_t h)
 {
     int e = (h >> 10) & 31, m = h & 1023;
-    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? INFINITY : ldexpf((float)(m + 1024), e - 25);
+    float v = e == 0    ? ldexpf((float)m, -24)
+              : e == 31 ? INFINITY
+                        : ldexpf((float)(m + 1024), e - 25);
     return (h & 0x8000) ? -v : v;
 }
 
 static size_t row_bytes(uint32_t type, uint64_t ne0)
 {
     switch (type) {
-    case G_F32: return ne0 * 4;
-    case G_F16: return ne0 * 2;
-    case G_Q4_0: return ne0 / 32 * 18;
-    case G_Q4_1: return ne0 / 32 * 20;
-    case G_Q8_0: return ne0 / 32 * 34;
+    case G_F32:
+        return ne0 * 4;
+    case G_F16:
+        return ne0 * 2;
+    case G_Q4_0:
+        return ne0 / 32 * 18;
+    case G_Q4_1:
+        return ne0 / 32 * 20;
+    case G_Q8_0:
+        return ne0 / 32 * 34;
     }
     fail_msg("unexpected ggml type %u", type);
     return 0;
@@ -293,7 +300,7 @@ static void check_layout(const gguf *g)
     assert_true(g->data + end <= g->n && g->n - (g->data + end) < g->align);
 }
 
-/* ---- expectations ----------------------------------------------------------------------------- */
+/* ---- expectations --------------------------------------------------------------------------- */
 
 /* llama.cpp name of a container entry (the HF names, independently of the exporter's table). */
 static int gguf_name_of(const char *hf, char *out, size_t n, int *qk)
@@ -370,8 +377,7 @@ static tally compare_all(const gguf *g, const char *h5, int64_t hd, uint32_t wan
                     W[o * cols + c] = ((float)m.codes[o * cols + c] - m.zeros[gi]) * m.scales[gi];
                 }
             uint32_t want = cols % 32 == 0 ? want_block : fallback;
-            if (t->type != want)
-                print_error("%s: type %u, expected %u\n", nm, t->type, want);
+            if (t->type != want) print_error("%s: type %u, expected %u\n", nm, t->type, want);
             assert_int_equal(t->type, want);
         } else {
             assert_int_equal(e->orig_dtype, WQ_DTYPE_F32); /* stories260K / synth are F32 */
@@ -396,8 +402,9 @@ static tally compare_all(const gguf *g, const char *h5, int64_t hd, uint32_t wan
                 } else {
                     int64_t gi = o * m.ngroups + c / m.group_size;
                     double s = fabs(m.scales[gi]), z = fabs(m.zeros[gi]);
-                    double bound = ldexp(((double)m.codes[o * cols + c] + z) * s, -11) *
-                                       (1 + 1e-3) + ldexp(fabs(w), -20) + 1e-30;
+                    double bound =
+                        ldexp(((double)m.codes[o * cols + c] + z) * s, -11) * (1 + 1e-3) +
+                        ldexp(fabs(w), -20) + 1e-30;
                     if (!(fabs((double)got - w) <= bound))
                         fail_msg("%s[%lld,%lld]: %g vs container %g (bound %g)", nm, (long long)o,
                                  (long long)c, (double)got, (double)w, bound);
@@ -473,13 +480,13 @@ static void check_metadata(const gguf *g, int64_t ffn, uint32_t file_type)
     wq_tok_free(tok);
 }
 
-/* ---- CLI helpers -------------------------------------------------------------------------------- */
+/* ---- CLI helpers ---------------------------------------------------------------------------- */
 
 static void quantize(const char *model, const char *out, const char *args)
 {
     char *log;
-    int rc = wq_e2e_run(0, &log, "quantize --model %s --out %s/%s --quiet %s", model, g_dir, out,
-                        args);
+    int rc =
+        wq_e2e_run(0, &log, "quantize --model %s --out %s/%s --quiet %s", model, g_dir, out, args);
     if (rc) print_error("%s\n", log);
     assert_int_equal(rc, 0);
 }
@@ -513,7 +520,7 @@ static const char *at(const char *name)
     return p[k];
 }
 
-/* ---- tests -------------------------------------------------------------------------------------- */
+/* ---- tests ---------------------------------------------------------------------------------- */
 
 /* int4 sym with fp16 scales on the synthetic model (every in_features a multiple of 32): all 35
  * linears Q4_0 and bit for bit; metadata, vocabulary and the tied output (no output.weight). */
@@ -521,8 +528,9 @@ static void q4_0_with_fp16_scales_should_be_bit_exact_and_complete(void **state)
 {
     (void)state;
     char *log;
-    quantize(g_syn, "s4/c.h5", "--algo rtn --dtype int --bits 4 --sym --group-size 32 "
-                               "--set scale_dtype=fp16");
+    quantize(g_syn, "s4/c.h5",
+             "--algo rtn --dtype int --bits 4 --sym --group-size 32 "
+             "--set scale_dtype=fp16");
     export_ok("s4/c.h5", "s4", "--model " STORIES, &log); /* a directory: s4/model.gguf */
     assert_non_null(strstr(log, "35 linears as Q4_0"));
     gguf g;

@@ -236,13 +236,12 @@ static wq_status export_gguf(const char *path, const char *out, const wq_gguf_op
     go.name = name;
     wq_gguf_io io = {(void *)r, io_qmatrix_folded, io_raw, io_f32};
     wq_gguf_report rep = {0};
-    wq_status st =
-        wq_gguf_export(file, es, wq_h5_count(r), &io, wq_h5_source_config(r), &go, &rep);
+    wq_status st = wq_gguf_export(file, es, wq_h5_count(r), &io, wq_h5_source_config(r), &go, &rep);
     if (st == WQ_OK)
         WQ_LOG_INFO("export gguf: %lld linears as Q4_0, %lld as Q4_1, %lld as Q8_0, %lld "
-                    "dequantized (%s)", (long long)rep.n_q4_0, (long long)rep.n_q4_1,
-                    (long long)rep.n_q8_0, (long long)rep.n_fallback,
-                    o->fallback_f32 ? "F32" : "F16");
+                    "dequantized (%s)",
+                    (long long)rep.n_q4_0, (long long)rep.n_q4_1, (long long)rep.n_q8_0,
+                    (long long)rep.n_fallback, o->fallback_f32 ? "F32" : "F16");
     wq_free(es);
     wq_h5_close(r);
     return st;
@@ -315,8 +314,7 @@ int wq_cmd_export(int argc, char **argv, wq_dist *d)
     if (!fp16 && !gguf && strcmp(fmt, "gptq") != 0 && strcmp(fmt, "awq") != 0) {
         if (wq_dist_rank(d) == 0)
             WQ_LOG_ERROR(
-                "export: unknown --format '%s'; available: safetensors-fp16, gptq, awq, gguf",
-                fmt);
+                "export: unknown --format '%s'; available: safetensors-fp16, gptq, awq, gguf", fmt);
         st = WQ_ERR_ARG;
     } else if (gguf && !o.tokenizer_dir) {
         if (wq_dist_rank(d) == 0)

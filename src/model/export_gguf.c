@@ -27,12 +27,17 @@ enum { FT_ALL_F32 = 0, FT_F16 = 1, FT_Q4_0 = 2, FT_Q4_1 = 3, FT_Q8_0 = 7, FT_BF1
 uint64_t wq_ggml_row_bytes(wq_ggml_type t, int64_t ne0)
 {
     switch (t) {
-    case WQ_GGML_F32: return (uint64_t)ne0 * 4;
+    case WQ_GGML_F32:
+        return (uint64_t)ne0 * 4;
     case WQ_GGML_F16:
-    case WQ_GGML_BF16: return (uint64_t)ne0 * 2;
-    case WQ_GGML_Q4_0: return (uint64_t)(ne0 / WQ_GGML_QK) * 18; /* fp16 d + 16 nibble bytes */
-    case WQ_GGML_Q4_1: return (uint64_t)(ne0 / WQ_GGML_QK) * 20; /* fp16 d, fp16 m + 16 bytes */
-    case WQ_GGML_Q8_0: return (uint64_t)(ne0 / WQ_GGML_QK) * 34; /* fp16 d + 32 int8 */
+    case WQ_GGML_BF16:
+        return (uint64_t)ne0 * 2;
+    case WQ_GGML_Q4_0:
+        return (uint64_t)(ne0 / WQ_GGML_QK) * 18; /* fp16 d + 16 nibble bytes */
+    case WQ_GGML_Q4_1:
+        return (uint64_t)(ne0 / WQ_GGML_QK) * 20; /* fp16 d, fp16 m + 16 bytes */
+    case WQ_GGML_Q8_0:
+        return (uint64_t)(ne0 / WQ_GGML_QK) * 34; /* fp16 d + 32 int8 */
     }
     return 0;
 }
@@ -40,12 +45,18 @@ uint64_t wq_ggml_row_bytes(wq_ggml_type t, int64_t ne0)
 const char *wq_ggml_type_name(wq_ggml_type t)
 {
     switch (t) {
-    case WQ_GGML_F32: return "F32";
-    case WQ_GGML_F16: return "F16";
-    case WQ_GGML_BF16: return "BF16";
-    case WQ_GGML_Q4_0: return "Q4_0";
-    case WQ_GGML_Q4_1: return "Q4_1";
-    case WQ_GGML_Q8_0: return "Q8_0";
+    case WQ_GGML_F32:
+        return "F32";
+    case WQ_GGML_F16:
+        return "F16";
+    case WQ_GGML_BF16:
+        return "BF16";
+    case WQ_GGML_Q4_0:
+        return "Q4_0";
+    case WQ_GGML_Q4_1:
+        return "Q4_1";
+    case WQ_GGML_Q8_0:
+        return "Q8_0";
     }
     return "?";
 }
@@ -107,7 +118,7 @@ static int gguf_name(const char *hf, char *out, size_t n, tensor_role *role)
     return -1;
 }
 
-/* ---- a growable byte buffer for the header ---------------------------------------------------- */
+/* ---- a growable byte buffer for the header -------------------------------------------------- */
 
 typedef struct {
     unsigned char *p;
@@ -136,8 +147,15 @@ static void put(bytes *b, const void *src, size_t n)
     memcpy(b->p + b->n, src, n);
     b->n += n;
 }
-static void put_u32(bytes *b, uint32_t v) { put(b, &v, 4); } /* little-endian host (core_half) */
-static void put_u64(bytes *b, uint64_t v) { put(b, &v, 8); }
+/* little-endian host, as core_half assumes */
+static void put_u32(bytes *b, uint32_t v)
+{
+    put(b, &v, 4);
+}
+static void put_u64(bytes *b, uint64_t v)
+{
+    put(b, &v, 8);
+}
 static void put_str(bytes *b, const char *s, size_t n)
 {
     put_u64(b, n);
@@ -184,8 +202,8 @@ typedef struct {
     char name[64];
     tensor_role role;
     wq_ggml_type type;
-    int fallback;    /* quantized entry written dequantized */
-    int ndim;        /* 1 or 2 */
+    int fallback;     /* quantized entry written dequantized */
+    int ndim;         /* 1 or 2 */
     int64_t ne0, ne1; /* ne0 = fastest (in_features), ne1 = rows */
     uint64_t offset, size;
 } gg_tensor;
@@ -203,7 +221,7 @@ static int block_type(const wq_hf_entry *e, char *why, size_t n)
                  wq_qdtype_name(e->spec.dtype));
         return -1;
     }
-    int t = e->spec.bits == 4 ? (e->spec.sym ? WQ_GGML_Q4_0 : WQ_GGML_Q4_1)
+    int t = e->spec.bits == 4                  ? (e->spec.sym ? WQ_GGML_Q4_0 : WQ_GGML_Q4_1)
             : e->spec.bits == 8 && e->spec.sym ? WQ_GGML_Q8_0
                                                : -1;
     if (t < 0) {
@@ -217,8 +235,10 @@ static int block_type(const wq_hf_entry *e, char *why, size_t n)
         return -1;
     }
     if (e->group_size_eff % WQ_GGML_QK != 0) {
-        snprintf(why, n, "group size %lld is not a multiple of 32, so a ggml block of 32 would "
-                 "need more than one scale", (long long)e->group_size_eff);
+        snprintf(why, n,
+                 "group size %lld is not a multiple of 32, so a ggml block of 32 would "
+                 "need more than one scale",
+                 (long long)e->group_size_eff);
         return -1;
     }
     if (e->n_extra > 0) {
@@ -229,14 +249,17 @@ static int block_type(const wq_hf_entry *e, char *why, size_t n)
 }
 
 /* Checks the data of a quantized layer against its block type: contiguous groups, the implicit
- * zero of sym blocks, and d (and m) that fp16 represents up to rounding. 0 or -1 with the reason. */
+ * zero of sym blocks, and d (and m) that fp16 represents up to rounding. 0 or -1 with the reason.
+ */
 static int check_blocks(const wq_qmatrix *m, wq_ggml_type t, char *why, size_t n)
 {
     if (m->g_idx)
         for (int64_t c = 0; c < m->cols; c++)
             if (m->g_idx[c] != (int32_t)(c / m->group_size)) {
-                snprintf(why, n, "act-order g_idx (column %lld is in group %d): ggml blocks hold "
-                         "contiguous columns", (long long)c, (int)m->g_idx[c]);
+                snprintf(why, n,
+                         "act-order g_idx (column %lld is in group %d): ggml blocks hold "
+                         "contiguous columns",
+                         (long long)c, (int)m->g_idx[c]);
                 return -1;
             }
     const float mid = t == WQ_GGML_Q8_0 ? 128.0f : 8.0f;
@@ -249,7 +272,8 @@ static int check_blocks(const wq_qmatrix *m, wq_ggml_type t, char *why, size_t n
         }
         float d = wq_f16_to_f32(wq_f32_to_f16(s));
         if (!isfinite(s) || !isfinite(d) || (s != 0 && fabsf(d) < F16_MIN_NORMAL)) {
-            snprintf(why, n, "scale %g (row %lld) is outside fp16's normal range: the fp16 d of "
+            snprintf(why, n,
+                     "scale %g (row %lld) is outside fp16's normal range: the fp16 d of "
                      "ggml blocks would change the weights by more than fp16 rounding",
                      (double)s, (long long)(i / m->ngroups));
             return -1;
@@ -366,8 +390,8 @@ static void write_metadata(bytes *b, const wq_model_cfg *mc, const wq_tokenizer 
 static uint32_t file_type_of(const gg_tensor *ts, int64_t nt)
 {
     /* the type holding most elements among the linears, as llama.cpp guesses it */
-    static const wq_ggml_type types[] = {WQ_GGML_Q4_0, WQ_GGML_Q4_1, WQ_GGML_Q8_0, WQ_GGML_F16,
-                                         WQ_GGML_BF16, WQ_GGML_F32};
+    static const wq_ggml_type types[] = {WQ_GGML_Q4_0, WQ_GGML_Q4_1, WQ_GGML_Q8_0,
+                                         WQ_GGML_F16,  WQ_GGML_BF16, WQ_GGML_F32};
     static const uint32_t ft[] = {FT_Q4_0, FT_Q4_1, FT_Q8_0, FT_F16, FT_BF16, FT_ALL_F32};
     int64_t best = -1;
     uint32_t res = FT_ALL_F32;
@@ -394,14 +418,15 @@ static wq_status plan_entry(const wq_hf_entry *e, int64_t i, const wq_gguf_io *i
     if (r == 0) return WQ_OK;
     if (r < 0) {
         WQ_LOG_ERROR("export gguf: tensor '%s' has no llama.cpp GGUF name (supported: embeddings, "
-                     "norms, q/k/v/o and gate/up/down projections, lm_head; no biases)", e->name);
+                     "norms, q/k/v/o and gate/up/down projections, lm_head; no biases)",
+                     e->name);
         return WQ_ERR_UNSUPPORTED;
     }
     if (!e->quantized) {
         if (!is_float(e->dtype) || e->ndim < 1 || e->ndim > 2) {
             WQ_LOG_ERROR("export gguf: tensor '%s' is %s with %d dimensions; GGUF weights here "
-                         "are float vectors or matrices", e->name, wq_dtype_name(e->dtype),
-                         e->ndim);
+                         "are float vectors or matrices",
+                         e->name, wq_dtype_name(e->dtype), e->ndim);
             return WQ_ERR_UNSUPPORTED;
         }
         t->ndim = e->ndim;
@@ -427,7 +452,8 @@ static wq_status plan_entry(const wq_hf_entry *e, int64_t i, const wq_gguf_io *i
         if (bad) {
             wq_qmatrix_free(&m);
             WQ_LOG_ERROR("export gguf: layer '%s': the stored matrix does not match its "
-                         "declaration", e->name);
+                         "declaration",
+                         e->name);
             return WQ_ERR_FORMAT;
         }
         if (check_blocks(&m, (wq_ggml_type)bt, why, sizeof why) != 0) bt = -1;
@@ -439,7 +465,8 @@ static wq_status plan_entry(const wq_hf_entry *e, int64_t i, const wq_gguf_io *i
     }
     if (o->strict) {
         WQ_LOG_ERROR("export gguf: layer '%s' does not map exactly onto a ggml block type: %s "
-                     "(without --strict it is written dequantized)", e->name, why);
+                     "(without --strict it is written dequantized)",
+                     e->name, why);
         return WQ_ERR_UNSUPPORTED;
     }
     t->fallback = 1;
@@ -517,16 +544,19 @@ static wq_status check_model(const wq_model_cfg *mc)
 {
     if (strcmp(mc->model_type, "llama") != 0 && strcmp(mc->model_type, "mistral") != 0) {
         WQ_LOG_ERROR("export gguf: model_type '%s' is not supported (GGUF architecture 'llama' "
-                     "covers model_type llama and mistral)", mc->model_type);
+                     "covers model_type llama and mistral)",
+                     mc->model_type);
         return WQ_ERR_UNSUPPORTED;
     }
     if (mc->attention_bias || mc->mlp_bias) {
         WQ_LOG_ERROR("export gguf: the model has %s biases; the exporter writes bias-free Llama "
-                     "models only", mc->attention_bias ? "attention" : "MLP");
+                     "models only",
+                     mc->attention_bias ? "attention" : "MLP");
         return WQ_ERR_UNSUPPORTED;
     }
     if (mc->head_dim % 2 != 0) {
-        WQ_LOG_ERROR("export gguf: head_dim %lld is odd; RoPE needs pairs", (long long)mc->head_dim);
+        WQ_LOG_ERROR("export gguf: head_dim %lld is odd; RoPE needs pairs",
+                     (long long)mc->head_dim);
         return WQ_ERR_UNSUPPORTED;
     }
     return WQ_OK;
@@ -550,14 +580,14 @@ wq_status wq_gguf_export(const char *path, const wq_hf_entry *entries, int64_t n
         return WQ_ERR_ARG;
     }
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp", path);
-    WQ_TRY(wq_hf_config_parse(source_config_json ? source_config_json : "", "container config",
-                              &mc));
+    WQ_TRY(
+        wq_hf_config_parse(source_config_json ? source_config_json : "", "container config", &mc));
     WQ_TRY(check_model(&mc));
     WQ_TRY(wq_tok_load(opts->tokenizer, &tok));
     WQ_CHECK_GOTO(wq_tok_vocab_size(tok) <= mc.vocab_size, st, WQ_ERR_FORMAT, done,
                   "export gguf: tokenizer '%s' has %lld pieces but the model only %lld "
-                  "embeddings", opts->tokenizer, (long long)wq_tok_vocab_size(tok),
-                  (long long)mc.vocab_size);
+                  "embeddings",
+                  opts->tokenizer, (long long)wq_tok_vocab_size(tok), (long long)mc.vocab_size);
 
     /* pass 1: names, types, offsets */
     ts = wq_calloc((size_t)n + 1, sizeof *ts);
@@ -576,10 +606,10 @@ wq_status wq_gguf_export(const char *path, const wq_hf_entry *entries, int64_t n
         if ((t->role == ROLE_Q || t->role == ROLE_K) &&
             (t->ndim != 2 ||
              t->ne1 != (t->role == ROLE_Q ? mc.n_heads : mc.n_kv_heads) * mc.head_dim)) {
-            WQ_LOG_ERROR("export gguf: '%s' has %lld rows; expected heads x head_dim = %lld",
-                         entries[i].name, (long long)t->ne1,
-                         (long long)((t->role == ROLE_Q ? mc.n_heads : mc.n_kv_heads) *
-                                     mc.head_dim));
+            WQ_LOG_ERROR(
+                "export gguf: '%s' has %lld rows; expected heads x head_dim = %lld",
+                entries[i].name, (long long)t->ne1,
+                (long long)((t->role == ROLE_Q ? mc.n_heads : mc.n_kv_heads) * mc.head_dim));
             st = WQ_ERR_FORMAT;
             goto done;
         }
