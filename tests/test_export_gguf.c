@@ -641,12 +641,68 @@ static void unmappable_layers_should_fall_back_or_be_refused_with_strict(void **
     assert_false(wq_e2e_file_exists(at("x.gguf")));
 }
 
+/* A model with more embeddings than tokenizer pieces gets "[PAD<i>]" pieces of type unused (the
+ * converter's convention), so llama.cpp's vocabulary matches token_embd; a qwen2 model (biases,
+ * another GGUF architecture) is refused naming the model_type. */
+static void vocab_should_be_padded_and_other_architectures_refused(void **state)
+{
+    (void)state;
+    char *log;
+    static const char *const edits[] = {
+        "s/\"vocab_size\": 512/\"vocab_size\": 544/",
+        "s/\"vocab_size\": 512/\"vocab_size\": 544/; s/\"model_type\": \"llama\"/"
+        "\"model_type\": \"qwen2\"/; s/\"attention_bias\": false/\"attention_bias\": true/",
+    };
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(
+            wq_test_system("sed '%s' %s/config.json > %s/v%d.json", edits[k], STORIES, g_dir, k),
+            0);
+        assert_int_equal(wq_e2e_run(1, &log,
+                                    "synth --like %s/v%d.json --layers 1 --dtype f32 "
+                                    "--out %s/vsyn%d",
+                                    g_dir, k, g_dir, k),
+                         0);
+        char model[300], h5[64];
+        snprintf(model, sizeof model, "%s/vsyn%d", g_dir, k);
+        snprintf(h5, sizeof h5, "v%d/c.h5", k);
+        quantize(model, h5, "--algo rtn --dtype int --bits 8 --sym --group-size 32");
+    }
+    gguf g;
+    export_ok("v0/c.h5", "v0.gguf", "--model " STORIES, &log);
+    load(&g, "v0.gguf");
+    assert_int_equal(kv_u32(&g, "llama.vocab_size"), 544);
+    assert_int_equal(tensor(&g, "token_embd.weight")->ne[1], 544);
+    const gkv *tk = kv_get(&g, "tokenizer.ggml.tokens", T_ARR);
+    const gkv *ty = kv_get(&g, "tokenizer.ggml.token_type", T_ARR);
+    assert_int_equal(tk->arr_n, 544);
+    assert_int_equal(ty->arr_n, 544);
+    size_t p = tk->at;
+    for (int id = 0; id < 544; id++) {
+        uint64_t len;
+        memcpy(&len, g.b + p, 8);
+        if (id >= 512) {
+            char want[32];
+            int32_t t;
+            snprintf(want, sizeof want, "[PAD%d]", id);
+            assert_int_equal(len, strlen(want));
+            assert_memory_equal(g.b + p + 8, want, len);
+            memcpy(&t, g.b + ty->at + 4 * (size_t)id, 4);
+            assert_int_equal(t, 5);
+        }
+        p += 8 + len;
+    }
+    gguf_free(&g);
+    assert_int_equal(export_gguf("v1/c.h5", "v1.gguf", "--model " STORIES, &log), 2);
+    assert_non_null(strstr(log, "model_type 'qwen2' is not supported"));
+    assert_false(wq_e2e_file_exists(at("v1.gguf")));
+}
+
 static int setup(void **state)
 {
     (void)state;
     if (!wq_test_tmpdir(g_dir, sizeof g_dir)) return -1;
-    if (wq_test_system("mkdir -p %s/s4 %s/a4 %s/s8 %s/r4 %s/h4 %s/n4", g_dir, g_dir, g_dir, g_dir,
-                       g_dir, g_dir))
+    if (wq_test_system("mkdir -p %s/s4 %s/a4 %s/s8 %s/r4 %s/h4 %s/n4 %s/v0 %s/v1", g_dir, g_dir,
+                       g_dir, g_dir, g_dir, g_dir, g_dir, g_dir))
         return -1;
     /* stories260K widths with intermediate_size 192: every in_features a multiple of 32 */
     if (wq_test_system(
@@ -678,6 +734,7 @@ int main(void)
         cmocka_unit_test(q4_1_q8_0_should_match_within_fp16_rounding_and_ragged_layers_fall_back),
         cmocka_unit_test(hqq_real_zero_points_should_map_to_q4_1),
         cmocka_unit_test(unmappable_layers_should_fall_back_or_be_refused_with_strict),
+        cmocka_unit_test(vocab_should_be_padded_and_other_architectures_refused),
     };
     return cmocka_run_group_tests_name("export_gguf", tests, setup, teardown);
 }
