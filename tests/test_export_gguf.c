@@ -631,6 +631,22 @@ static void unmappable_layers_should_fall_back_or_be_refused_with_strict(void **
     /* --strict passes when everything maps */
     export_ok("s4/c.h5", "s4strict.gguf", "--model " STORIES " --strict", &log);
 
+    /* GPTQ act_order: the g_idx scatters columns over groups, a ggml block holds 32 contiguous */
+    FILE *f = fopen(at("ga.json"), "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"gptq\": {\"global\": {\"bits\": 4, \"group_size\": 32, \"use_sym\": true, "
+            "\"act_order\": true}}, \"calibration\": {\"text\": \"%s\", \"format\": "
+            "\"stories\", \"range\": [0, 40], \"n_samples\": 8, \"seqlen\": 64}}",
+            WQ_ASSETS_DIR "/text/tinystories-val-500.txt");
+    fclose(f);
+    char args[700];
+    snprintf(args, sizeof args, "--config %s", at("ga.json"));
+    quantize(STORIES, "ga/c.h5", args);
+    export_ok("ga/c.h5", "ga.gguf", "--model " STORIES, &log);
+    assert_non_null(strstr(log, "written dequantized as F16: act-order g_idx (column "));
+    assert_non_null(strstr(log, "0 linears as Q4_0, 0 as Q4_1, 0 as Q8_0, 35 dequantized"));
+
     assert_int_equal(export_gguf("n4/c.h5", "x.gguf", "", &log), 2); /* no tokenizer */
     assert_non_null(strstr(log, "--model DIR is required"));
     assert_int_equal(export_gguf("n4/c.h5", "x.gguf", "--model " STORIES " --fallback q8", &log),
@@ -701,8 +717,8 @@ static int setup(void **state)
 {
     (void)state;
     if (!wq_test_tmpdir(g_dir, sizeof g_dir)) return -1;
-    if (wq_test_system("mkdir -p %s/s4 %s/a4 %s/s8 %s/r4 %s/h4 %s/n4 %s/v0 %s/v1", g_dir, g_dir,
-                       g_dir, g_dir, g_dir, g_dir, g_dir, g_dir))
+    if (wq_test_system("mkdir -p %s/s4 %s/a4 %s/s8 %s/r4 %s/h4 %s/n4 %s/v0 %s/v1 %s/ga", g_dir,
+                       g_dir, g_dir, g_dir, g_dir, g_dir, g_dir, g_dir, g_dir))
         return -1;
     /* stories260K widths with intermediate_size 192: every in_features a multiple of 32 */
     if (wq_test_system(
