@@ -6,8 +6,9 @@
  * arrays against tokenizer.model, tensor names/shapes/types, offsets (aligned, in bounds, not
  * overlapping), and that every tensor dequantizes to the container's weights with q/k rows in
  * llama.cpp's RoPE order:
- *   block types: |gguf - W| <= 2^-11 (|code| + |zero|) |scale| (+ f32 rounding): the documented
- *                fp16 rounding of d and m; bit for bit when the container stores fp16 scales
+ *   block types: |gguf - W| <= 2^-11 |code - zero| |scale| (Q4_1: + 2^-11 |zero| |scale|), plus
+ *                f32 rounding: the documented fp16 rounding of d (and m); Q4_0 bit for bit when the
+ *                container stores fp16 scales
  *   F16 fallback: fp16(W) (within half an fp16 ulp); F32: W bit for bit.
  * Models: stories260K (down_proj in_features 172: no ggml block fits) and a synthetic model with
  * its widths but intermediate_size 192 (every layer maps). */
@@ -401,9 +402,11 @@ static tally compare_all(const gguf *g, const char *h5, int64_t hd, uint32_t wan
                                  (double)got, (double)w);
                 } else {
                     int64_t gi = o * m.ngroups + c / m.group_size;
-                    double s = fabs(m.scales[gi]), z = fabs(m.zeros[gi]);
+                    /* Q4_0/Q8_0: (q - z)(d - s); Q4_1 adds the rounding of m = -z d */
+                    double s = fabs(m.scales[gi]), z = m.zeros[gi];
+                    double q_z = fabs((double)m.codes[o * cols + c] - z);
                     double bound =
-                        ldexp(((double)m.codes[o * cols + c] + z) * s, -11) * (1 + 1e-3) +
+                        ldexp((q_z + (t->type == G_Q4_1 ? fabs(z) : 0)) * s, -11) * (1 + 1e-3) +
                         ldexp(fabs(w), -20) + 1e-30;
                     if (!(fabs((double)got - w) <= bound))
                         fail_msg("%s[%lld,%lld]: %g vs container %g (bound %g)", nm, (long long)o,

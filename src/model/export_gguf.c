@@ -278,9 +278,9 @@ static int check_blocks(const wq_qmatrix *m, wq_ggml_type t, char *why, size_t n
                      (double)s, (long long)(i / m->ngroups));
             return -1;
         }
-        if (t == WQ_GGML_Q4_1 && !(isfinite(z) && isfinite(wq_f16_to_f32(wq_f32_to_f16(-z * s))))) {
-            snprintf(why, n, "min -zero*scale = %g (row %lld) is not finite in fp16",
-                     (double)(-z * s), (long long)(i / m->ngroups));
+        if (t == WQ_GGML_Q4_1 && !(isfinite(z) && isfinite(wq_f16_to_f32(wq_f32_to_f16(-z * d))))) {
+            snprintf(why, n, "min -zero*d = %g (row %lld) is not finite in fp16", (double)(-z * d),
+                     (long long)(i / m->ngroups));
             return -1;
         }
     }
@@ -308,7 +308,10 @@ static void encode_row(const wq_qmatrix *m, int64_t o, wq_ggml_type t, unsigned 
             continue;
         }
         if (t == WQ_GGML_Q4_1) {
-            uint16_t mn = wq_f32_to_f16(-m->zeros[g] * m->scales[g]);
+            /* m = -zero * d with the rounded d: a weight at the zero point (q = zero) stays
+             * q * d + m = 0 up to m's rounding, and the error of the others is
+             * (q - zero) * (d - scale) + that rounding, as for Q4_0 */
+            uint16_t mn = wq_f32_to_f16(-m->zeros[g] * wq_f16_to_f32(d));
             memcpy(dst, &mn, 2);
             dst += 2;
         }

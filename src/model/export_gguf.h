@@ -73,7 +73,7 @@ typedef struct {
  * padded with "[PAD<i>]" pieces of type unused (as llama.cpp's converter does).
  * Quantized linear -> ggml type (exact up to fp16 rounding of d and m, docs/export.md):
  *   int4 sym  (zero 8 in every group)     -> Q4_0  d = fp16(scale)
- *   int4 asym (integer or real zeros)     -> Q4_1  d = fp16(scale), m = fp16(-zero * scale)
+ *   int4 asym (integer or real zeros)     -> Q4_1  d = fp16(scale), m = fp16(-zero * d)
  *   int8 sym  (zero 128 in every group)   -> Q8_0  d = fp16(scale)
  * when in_features % 32 == 0, the effective group size is a multiple of 32, groups are contiguous
  * (no act-order g_idx), no unfoldable extras, and every fp16(scale) is zero or a normal number
