@@ -594,7 +594,22 @@ static void q4_1_q8_0_should_match_within_fp16_rounding_and_ragged_layers_fall_b
     }
 }
 
-/* HQQ stores real-valued zero points as an extra: Q4_1 with m = -zero * scale. */
+/* Group 128 on the synthetic model: down_proj (in 192) has a ragged last group of 64, gate/up
+ * (in 64) one group per row; all are whole blocks of 32 sharing a group's d, so all map. */
+static void groups_of_multiples_of_32_should_map_also_when_ragged(void **state)
+{
+    (void)state;
+    char *log;
+    quantize(g_syn, "g128/c.h5", "--algo rtn --dtype int --bits 4 --sym --group-size 128");
+    export_ok("g128/c.h5", "g128.gguf", "--model " STORIES " --strict", &log);
+    gguf g;
+    load(&g, "g128.gguf");
+    tally t = compare_all(&g, at("g128/c.h5"), 8, G_Q4_0, G_F16);
+    assert_int_equal(t.n_block, 35);
+    gguf_free(&g);
+}
+
+/* HQQ stores real-valued zero points as an extra: Q4_1 with m = -zero * d. */
 static void hqq_real_zero_points_should_map_to_q4_1(void **state)
 {
     (void)state;
@@ -727,9 +742,7 @@ static int setup(void **state)
 {
     (void)state;
     if (!wq_test_tmpdir(g_dir, sizeof g_dir)) return -1;
-    if (wq_test_system("mkdir -p %s/s4 %s/a4 %s/s8 %s/r4 %s/h4 %s/n4 %s/v0 %s/v1 %s/ga", g_dir,
-                       g_dir, g_dir, g_dir, g_dir, g_dir, g_dir, g_dir, g_dir))
-        return -1;
+    if (wq_test_system("cd %s && mkdir s4 a4 s8 r4 h4 n4 v0 v1 ga g128", g_dir)) return -1;
     /* stories260K widths with intermediate_size 192: every in_features a multiple of 32 */
     if (wq_test_system(
             "sed 's/\"intermediate_size\": 172/\"intermediate_size\": 192/' %s/config.json "
@@ -758,6 +771,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(q4_0_with_fp16_scales_should_be_bit_exact_and_complete),
         cmocka_unit_test(q4_1_q8_0_should_match_within_fp16_rounding_and_ragged_layers_fall_back),
+        cmocka_unit_test(groups_of_multiples_of_32_should_map_also_when_ragged),
         cmocka_unit_test(hqq_real_zero_points_should_map_to_q4_1),
         cmocka_unit_test(unmappable_layers_should_fall_back_or_be_refused_with_strict),
         cmocka_unit_test(vocab_should_be_padded_and_other_architectures_refused),
