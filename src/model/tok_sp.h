@@ -29,8 +29,13 @@ typedef struct wq_tokenizer wq_tokenizer;
 /* ---- lifecycle ----------------------------------------------------------------------------------
  */
 
-/* Loads a SentencePiece model. `path` is a `tokenizer.model` file or a directory containing one.
- * Not collective. On success *out is heap-owned by the caller: release with wq_tok_free.
+/* Loads the tokenizer of a model: the common entry point for eval, generate and calibration.
+ * `path` is a directory or a file. In a directory, `tokenizer.model` (SentencePiece) is used when
+ * present, else `tokenizer.json` (HuggingFace, BPE; see tok_json.h); a file whose name ends in
+ * ".json" is read as tokenizer.json, any other file as a SentencePiece model. Every function below
+ * works on either kind. Not collective. On success *out is heap-owned by the caller: release with
+ * wq_tok_free. A tokenizer.json adds the errors of wq_tok_json_load; a directory with neither file
+ * gives WQ_ERR_IO.
  * Errors (each logged with the file name): WQ_ERR_ARG (NULL arguments), WQ_ERR_IO (cannot open or
  * read), WQ_ERR_FORMAT (truncated or corrupt protobuf, invalid piece table: empty or duplicate
  * pieces, bad type, malformed <0xXX> byte piece, non-finite score, unk/bos/eos/pad id out of
