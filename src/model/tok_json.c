@@ -397,6 +397,16 @@ static wq_status json_bool(const wq_tok_json *t, const cJSON *o, const char *key
     return WQ_OK;
 }
 
+/* A JSON number that is an integer id in [0, INT32_MAX) (checked before any conversion). */
+static bool json_id(const cJSON *v, int32_t *id)
+{
+    if (!cJSON_IsNumber(v)) return false;
+    const double d = v->valuedouble;
+    if (!(d >= 0.0 && d < 2147483647.0) || d != (double)(int32_t)d) return false;
+    *id = (int32_t)d;
+    return true;
+}
+
 static wq_status set_token(load_ctx *c, int32_t id, const char *s, const char *key)
 {
     wq_tok_json *t = c->t;
@@ -481,9 +491,9 @@ static wq_status parse_vocab(load_ctx *c, const cJSON *model, const cJSON *added
     {
         char key[96];
         snprintf(key, sizeof key, "model.vocab[\"%.60s\"]", e->string ? e->string : "");
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int32_t)e->valuedouble)
-            return fmt_err(t, key, "id must be an integer");
-        WQ_TRY(set_token(c, (int32_t)e->valuedouble, e->string, key));
+        int32_t id;
+        if (!json_id(e, &id)) return fmt_err(t, key, "id must be a non-negative integer");
+        WQ_TRY(set_token(c, id, e->string, key));
     }
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
         return fmt_err(t, "added_tokens", "must be an array");
@@ -496,11 +506,12 @@ static wq_status parse_vocab(load_ctx *c, const cJSON *model, const cJSON *added
         snprintf(key, sizeof key, "added_tokens[%d]", k++);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         const char *content = json_str(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble != (double)(int32_t)id->valuedouble || !content)
-            return fmt_err(t, key, "needs an integer 'id' and a string 'content'");
-        WQ_TRY(set_token(c, (int32_t)id->valuedouble, content, key));
+        int32_t idv;
+        if (!json_id(id, &idv) || !content)
+            return fmt_err(t, key, "needs a non-negative integer 'id' and a string 'content'");
+        WQ_TRY(set_token(c, idv, content, key));
         added_tok *a = &t->added[t->n_added++];
-        a->id = (int32_t)id->valuedouble;
+        a->id = idv;
         bool special, single_word;
         WQ_TRY(json_bool(t, e, "special", key, false, &special));
         WQ_TRY(json_bool(t, e, "lstrip", key, false, &a->lstrip));
