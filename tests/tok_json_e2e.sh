@@ -31,7 +31,7 @@ grep -q "^Once upon a time, Lily" <<<"$b" || { echo "FAIL: decoded text does not
 
 rc=0
 "$WQ" eval --model "$TMP/big" --text "$TEXT" --protocol stories --range 400:401 2>"$TMP/err" || rc=$?
-if [[ $rc != 2 ]] || ! grep -q "664 pieces" "$TMP/err"; then
+if [[ $rc != 2 ]] || ! grep -q "665 pieces" "$TMP/err"; then
     echo "FAIL: rc $rc: $(cat "$TMP/err")" >&2
     exit 1
 fi

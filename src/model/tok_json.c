@@ -1684,13 +1684,12 @@ wq_status wq_tok_json_decode(const wq_tok_json *t, const int32_t *ids, int64_t n
                 k += cl;
             }
         } else if (t->dec_kind == DEC_SP) {
+            /* the Metaspace decoder drops every replacement character of the first token */
+            const bool drop = first && t->dec_meta && t->dec_meta_prepend != META_NEVER;
             size_t k = 0;
-            if (first && t->dec_meta && t->dec_meta_prepend != META_NEVER && pl >= 3 &&
-                memcmp(p, WS_SYM, 3) == 0)
-                k = 3;
             while (k < pl) {
                 if (k + 3 <= pl && memcmp(p + k, WS_SYM, 3) == 0) {
-                    s[o++] = ' ';
+                    if (!drop) s[o++] = ' ';
                     k += 3;
                 } else {
                     s[o++] = p[k++];

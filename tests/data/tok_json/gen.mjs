@@ -241,6 +241,8 @@ const HARD = [
   "<|begin_of_text|>Hi<|eot_id|> <|reserved_0|>x",
   "mixed123abc ABC123 \u0394\u03b5\u03bb\u03c4\u03b1 \u041f\u0440\u0438\u0432\u0435\u0442 \u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627",
   "zero\u200bwidth and combining-free text",
+  "strip  <mask>  around\t<mask>x <mask>",
+  "\u2581\u2581 leading metaspace \u2581x",
 ];
 
 const assetCases = [
@@ -265,7 +267,8 @@ const files = {
   "llama3.json": byteLevelJson(l3x, {
     re: LLAMA3_RE, ignoreMerges: true,
     addedList: [["<|begin_of_text|>", true], ["<|end_of_text|>", true], ["<|eot_id|>", true],
-                ["<|reserved_0|>", true], ["<|endoftext|>", true], [" spaced", false, { rstrip: false }]],
+                ["<|reserved_0|>", true], ["<|endoftext|>", true], [" spaced", false],
+                ["<mask>", true, { lstrip: true, rstrip: true }]],
   }),
   "qwen2.json": byteLevelJson(trainBpe(train, QWEN2_RE, 400), {
     re: QWEN2_RE, ignoreMerges: false, nfc: true,
