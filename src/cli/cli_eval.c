@@ -114,13 +114,7 @@ static wq_status build_evalset(const char *model_dir, const char *text, const ch
                      (long long)seqlen, (long long)mc->max_position_embeddings);
         return WQ_ERR_ARG;
     }
-    WQ_TRY(wq_tok_load(model_dir, &tok));
-    if (wq_tok_vocab_size(tok) > mc->vocab_size) {
-        WQ_LOG_ERROR("%s: tokenizer has %lld pieces but the model only %lld embeddings", model_dir,
-                     (long long)wq_tok_vocab_size(tok), (long long)mc->vocab_size);
-        st = WQ_ERR_FORMAT;
-        goto done;
-    }
+    WQ_TRY(wq_cli_load_tokenizer(model_dir, mc->vocab_size, &tok));
     if (strcmp(protocol, "stories") == 0) {
         WQ_TRY_GOTO(wq_data_load_stories(text, a, b, &docs), st, done);
         WQ_TRY_GOTO(wq_data_eval_stories(tok, &docs, seqlen, &out->seqs), st, done);
@@ -315,14 +309,7 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d)
         weights w;
         wq_tokenizer *tok = NULL;
         st = weights_open(model, wq_cli_opt(opts, "quantized")->value, &w);
-        if (st == WQ_OK && (prompt || decode)) {
-            st = wq_tok_load(model, &tok);
-            if (st == WQ_OK && wq_tok_vocab_size(tok) > w.mc.vocab_size) {
-                WQ_LOG_ERROR("%s: tokenizer has %lld pieces but the model only %lld embeddings",
-                             model, (long long)wq_tok_vocab_size(tok), (long long)w.mc.vocab_size);
-                st = WQ_ERR_FORMAT;
-            }
-        }
+        if (st == WQ_OK && (prompt || decode)) st = wq_cli_load_tokenizer(model, w.mc.vocab_size, &tok);
         int32_t *ids = NULL;
         int64_t n = 0;
         if (st == WQ_OK) {
