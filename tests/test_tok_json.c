@@ -433,23 +433,42 @@ static void json_should_reject_bad_files_naming_file_and_key(void **state)
     rmdir(dir);
 }
 
-/* Qwen2's NFC normalizer is checked, not applied: decomposed text is refused with a message. */
-static void json_nfc_should_refuse_decomposed_text(void **state)
+/* Qwen2's NFC normalizer: decomposed text encodes as its composition. Expected compositions are
+ * worked out by hand from the Unicode data (e + U+0301 -> U+00E9; A + U+030A and the singleton
+ * U+212B ANGSTROM SIGN -> U+00C5; Hangul jamo U+1100 U+1161 U+11A8 -> U+AC01 by the algorithm;
+ * q + U+0307 (class 230) + U+0323 (class 220) reorders to q U+0323 U+0307 and stays decomposed;
+ * U+0958 is a composition exclusion: U+0915 U+093C stays as is). */
+static void json_nfc_should_compose_decomposed_text(void **state)
 {
     (void)state;
     wq_tokenizer *t = NULL;
     assert_int_equal(wq_tok_load(DATA_DIR "/qwen2.json", &t), WQ_OK);
-    int32_t *ids = NULL;
-    int64_t n = 0;
-    const char *composed = "caf\xc3\xa9", *decomposed = "cafe\xcc\x81";
-    assert_int_equal(wq_tok_encode(t, composed, strlen(composed), &ids, &n), WQ_OK);
-    wq_free(ids);
-    int saved = capture_begin();
-    assert_int_equal(wq_tok_encode(t, decomposed, strlen(decomposed), &ids, &n),
-                     WQ_ERR_UNSUPPORTED);
-    char *err = capture_end(saved);
-    assert_non_null(strstr(err, "NFC"));
-    free(err);
+    static const char *const pairs[][2] = {
+        {"cafe\xcc\x81", "caf\xc3\xa9"},
+        {"A\xcc\x8a \xe2\x84\xab", "\xc3\x85 \xc3\x85"},
+        {"\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"},
+        {"q\xcc\x87\xcc\xa3", "q\xcc\xa3\xcc\x87"},
+        {"\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc"},
+        {"x\xff\xcc\x81y", "x\xff\xcc\x81y"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        int32_t *a = NULL, *b = NULL;
+        int64_t na = 0, nb = 0;
+        assert_int_equal(wq_tok_encode(t, pairs[i][0], strlen(pairs[i][0]), &a, &na), WQ_OK);
+        assert_int_equal(wq_tok_encode(t, pairs[i][1], strlen(pairs[i][1]), &b, &nb), WQ_OK);
+        char *s = NULL;
+        size_t sl = 0;
+        assert_int_equal(wq_tok_decode(t, a, na, &s, &sl), WQ_OK);
+        if (sl != strlen(pairs[i][1]) || memcmp(s, pairs[i][1], sl) != 0) {
+            fprintf(stderr, "NFC case %zu: decoded '%s'\n", i, s);
+            fail();
+        }
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, (size_t)na * sizeof *a);
+        wq_free(s);
+        wq_free(a);
+        wq_free(b);
+    }
     wq_tok_free(t);
 }
 
@@ -518,7 +537,7 @@ int main(void)
         cmocka_unit_test(json_should_follow_directory_precedence),
         cmocka_unit_test(json_byte_level_should_roundtrip_any_bytes),
         cmocka_unit_test(json_should_reject_bad_files_naming_file_and_key),
-        cmocka_unit_test(json_nfc_should_refuse_decomposed_text),
+        cmocka_unit_test(json_nfc_should_compose_decomposed_text),
         cmocka_unit_test(json_should_return_nomem_without_leaking),
     };
     return cmocka_run_group_tests_name("tok_json", tests, NULL, NULL);

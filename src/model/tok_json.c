@@ -134,8 +134,13 @@ static uint32_t utf8_next(const uint8_t *s, size_t n, size_t *clen)
     return cp;
 }
 
+/* Encodes cp (a byte that was not UTF-8, 0x110000 + byte, is written back as that byte). */
 static size_t utf8_put(uint32_t cp, char *out)
 {
+    if (cp >= 0x110000u) {
+        out[0] = (char)(cp - 0x110000u);
+        return 1;
+    }
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -145,10 +150,142 @@ static size_t utf8_put(uint32_t cp, char *out)
         out[1] = (char)(0x80 | (cp & 0x3F));
         return 2;
     }
-    out[0] = (char)(0xE0 | (cp >> 12));
-    out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[2] = (char)(0x80 | (cp & 0x3F));
-    return 3;
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+// ---- NFC (UAX #15: canonical decomposition, canonical ordering, canonical composition) ----------
+
+enum { H_SBASE = 0xAC00, H_LBASE = 0x1100, H_VBASE = 0x1161, H_TBASE = 0x11A7 };
+enum { H_LCOUNT = 19, H_VCOUNT = 21, H_TCOUNT = 28, H_NCOUNT = 21 * 28, H_SCOUNT = 19 * 21 * 28 };
+
+static uint8_t ccc_of(uint32_t cp)
+{
+    size_t lo = 0, hi = sizeof k_uni_ccc / sizeof *k_uni_ccc;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < k_uni_ccc[mid].lo)
+            hi = mid;
+        else if (cp > k_uni_ccc[mid].hi)
+            lo = mid + 1;
+        else
+            return k_uni_ccc[mid].ccc;
+    }
+    return 0;
+}
+
+/* Writes the full canonical decomposition of cp to out[0..4) and returns its length. */
+static size_t decompose(uint32_t cp, uint32_t *out)
+{
+    if (cp >= H_SBASE && cp < H_SBASE + H_SCOUNT) {
+        const uint32_t si = cp - H_SBASE, t = si % H_TCOUNT;
+        out[0] = H_LBASE + si / H_NCOUNT;
+        out[1] = H_VBASE + (si % H_NCOUNT) / H_TCOUNT;
+        if (!t) return 2;
+        out[2] = H_TBASE + t;
+        return 3;
+    }
+    size_t lo = 0, hi = sizeof k_uni_decomp / sizeof *k_uni_decomp;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < k_uni_decomp[mid].cp) {
+            hi = mid;
+        } else if (cp > k_uni_decomp[mid].cp) {
+            lo = mid + 1;
+        } else {
+            size_t k = 0;
+            while (k < 4 && k_uni_decomp[mid].to[k])
+                out[k] = k_uni_decomp[mid].to[k], k++;
+            return k;
+        }
+    }
+    out[0] = cp;
+    return 1;
+}
+
+/* The primary composite of (a, b), or 0. */
+static uint32_t compose_pair(uint32_t a, uint32_t b)
+{
+    if (a >= H_LBASE && a < H_LBASE + H_LCOUNT && b >= H_VBASE && b < H_VBASE + H_VCOUNT)
+        return H_SBASE + ((a - H_LBASE) * H_VCOUNT + (b - H_VBASE)) * H_TCOUNT;
+    if (a >= H_SBASE && a < H_SBASE + H_SCOUNT && (a - H_SBASE) % H_TCOUNT == 0 && b > H_TBASE &&
+        b < H_TBASE + H_TCOUNT)
+        return a + (b - H_TBASE);
+    size_t lo = 0, hi = sizeof k_uni_comp / sizeof *k_uni_comp;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (a < k_uni_comp[mid].a || (a == k_uni_comp[mid].a && b < k_uni_comp[mid].b))
+            hi = mid;
+        else if (a > k_uni_comp[mid].a || b > k_uni_comp[mid].b)
+            lo = mid + 1;
+        else
+            return k_uni_comp[mid].c;
+    }
+    return 0;
+}
+
+/* NFC of s[0..n) into a wq_malloc'd buffer (*out, *on). Bytes that are not UTF-8 pass through. */
+static wq_status nfc(const char *s, size_t n, char **out, size_t *on)
+{
+    uint32_t *d = wq_malloc((4 * n + 1) * sizeof *d);
+    uint8_t *cc = wq_malloc(4 * n + 1);
+    char *o = wq_malloc(4 * n + 1);
+    if (!d || !cc || !o) {
+        wq_free(d);
+        wq_free(cc);
+        wq_free(o);
+        return WQ_ERR_NOMEM;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t cl;
+        const uint32_t cp = utf8_next((const uint8_t *)s + i, n - i, &cl);
+        const size_t k = cp < 0x110000u ? decompose(cp, d + m) : (d[m] = cp, 1);
+        for (size_t j = m; j < m + k; j++) {
+            cc[j] = d[j] < 0x110000u ? ccc_of(d[j]) : 0;
+            /* canonical ordering: a mark moves before marks of a higher class (stable) */
+            for (size_t q = j; q > 0 && cc[q] && cc[q - 1] > cc[q]; q--) {
+                const uint32_t td = d[q];
+                const uint8_t tc = cc[q];
+                d[q] = d[q - 1], cc[q] = cc[q - 1];
+                d[q - 1] = td, cc[q - 1] = tc;
+            }
+        }
+        m += k;
+        i += cl;
+    }
+    size_t len = 0;
+    if (m) { /* canonical composition */
+        size_t starter = 0, w = 1;
+        int last = cc[0] ? 256 : 0;
+        for (size_t i = 1; i < m; i++) {
+            const int c = cc[i];
+            const uint32_t comp = compose_pair(d[starter], d[i]);
+            if (comp && (last < c || last == 0)) {
+                d[starter] = comp;
+                continue;
+            }
+            if (c == 0) starter = w;
+            last = c;
+            d[w++] = d[i];
+        }
+        for (size_t i = 0; i < w; i++)
+            len += utf8_put(d[i], o + len);
+    }
+    wq_free(d);
+    wq_free(cc);
+    *out = o;
+    *on = len;
+    return WQ_OK;
 }
 
 // ---- split regexes
@@ -724,7 +861,7 @@ static wq_status parse_normalizer(wq_tok_json *t, const cJSON *n, const char *ke
         return WQ_OK;
     }
     if (strcmp(type, "NFC") == 0) {
-        t->nfc = true; /* only checked: see wq_tok_json_encode */
+        t->nfc = true; /* applied first, whatever its place in a Sequence */
         return WQ_OK;
     }
     if (t->n_norm == MAX_NORM_STEPS) return unsup(t, key, "more than 8 normalizer steps");
@@ -1475,26 +1612,20 @@ static wq_status normalize(const wq_tok_json *t, const char *s, size_t n, char *
     return WQ_OK;
 }
 
-/* NFC would leave the text unchanged if every character is NFC_Quick_Check=Yes and no two
- * combining marks are adjacent (a conservative form of the quick check's ordering rule). */
-static wq_status check_nfc(const wq_tok_json *t, const char *s, size_t n, size_t base)
+/* False when NFC surely leaves the text unchanged: every character is NFC_Quick_Check=Yes and no
+ * two combining marks are adjacent (a conservative form of the quick check's ordering rule). */
+static bool needs_nfc(const char *s, size_t n)
 {
     bool prev_ccc = false;
     for (size_t i = 0; i < n;) {
         size_t cl;
-        uint32_t cp = utf8_next((const uint8_t *)s + i, n - i, &cl);
-        uint8_t c = cp < 0x80 ? 0 : cp < 0x110000u ? uni_class(cp) : 0;
-        if ((c & CLS_NFC_QC) || ((c & CLS_CCC) && prev_ccc)) {
-            WQ_LOG_ERROR("%s: the text at byte %zu (U+%04X) is not in NFC form, and the NFC "
-                         "normalizer of this tokenizer is only checked, not applied: normalize the "
-                         "text to NFC first",
-                         t->origin, base + i, (unsigned)cp);
-            return WQ_ERR_UNSUPPORTED;
-        }
+        const uint32_t cp = utf8_next((const uint8_t *)s + i, n - i, &cl);
+        const uint8_t c = cp < 0x80 || cp >= 0x110000u ? 0 : uni_class(cp);
+        if ((c & CLS_NFC_QC) || ((c & CLS_CCC) && prev_ccc)) return true;
         prev_ccc = (c & CLS_CCC) != 0;
         i += cl;
     }
-    return WQ_OK;
+    return false;
 }
 
 /* One segment between added tokens: normalize, pre-tokenize, BPE. */
@@ -1502,9 +1633,12 @@ static wq_status encode_segment(enc_state *e, const char *s, size_t n, size_t of
 {
     const wq_tok_json *t = e->t;
     wq_status st = WQ_OK;
-    char *norm = NULL, *ms = NULL;
+    char *norm = NULL, *ms = NULL, *composed = NULL;
     size_t nn = 0;
-    if (t->nfc) WQ_TRY(check_nfc(t, s, n, offset));
+    if (t->nfc && needs_nfc(s, n)) {
+        WQ_TRY(nfc(s, n, &composed, &n));
+        s = composed;
+    }
     WQ_TRY_GOTO(normalize(t, s, n, &norm, &nn), st, done);
     if (t->metaspace) {
         size_t spaces = 0;
@@ -1553,6 +1687,7 @@ static wq_status encode_segment(enc_state *e, const char *s, size_t n, size_t of
     }
     st = split_words(e, norm, nn, t->byte_level && t->bl_prefix_space && !t->split_from_bl);
 done:
+    wq_free(composed);
     wq_free(ms);
     wq_free(norm);
     return st;

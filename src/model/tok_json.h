@@ -72,10 +72,10 @@ int32_t wq_tok_json_piece_id(const wq_tok_json *t, const char *piece, size_t len
  * leftmost on ties; with ignore_merges a word that is a token is emitted whole). A character
  * missing from the vocabulary becomes <0xNN> byte tokens (byte_fallback), else unk (consecutive
  * unks fused with fuse_unk), else is dropped. Bytes that are not valid UTF-8 are taken one byte at
- * a time (byte-level models map them like any byte). With an NFC normalizer, text that NFC could
- * change is refused (WQ_ERR_UNSUPPORTED) rather than encoded wrongly. On success *ids is
- * wq_malloc'd [*n], owned by the caller, NULL when *n == 0. Errors: WQ_ERR_ARG (NULL arguments,
- * text longer than 512 MiB), WQ_ERR_UNSUPPORTED (see NFC), WQ_ERR_NOMEM. */
+ * a time (byte-level models map them like any byte). An NFC normalizer (Qwen2) is applied first
+ * (UAX #15 with the tables of tok_unicode_tab.h; skipped when the quick check shows the text is
+ * already NFC). On success *ids is wq_malloc'd [*n], owned by the caller, NULL when *n == 0.
+ * Errors: WQ_ERR_ARG (NULL arguments, text longer than 512 MiB), WQ_ERR_NOMEM. */
 wq_status wq_tok_json_encode(const wq_tok_json *t, const char *text, size_t len, int32_t **ids,
                              int64_t *n);
 

@@ -11,7 +11,8 @@
 //     merging, 400 merges) on TinyStories validation stories 0..199 (CDLA-Sharing-1.0, see
 //     assets/LICENSES.md), pre-tokenized with JavaScript's own Unicode regexes (GPT-2 pattern /
 //     Llama-3 pattern); llama3.json adds whole-word tokens no merge reaches (ignore_merges) and
-//     special tokens; qwen2.json uses the Qwen2 pattern and an NFC normalizer.
+//     special tokens; qwen2.json uses the Qwen2 pattern and an NFC normalizer (Tokenizers.js applies
+//     it with String.prototype.normalize).
 //   cases.json: for each tokenizer, text -> ids from @huggingface/tokenizers (Tokenizers.js, the
 //     pure-JS port of HF tokenizers), encode(text, {add_special_tokens: false}), plus the decoded
 //     text (skip_special_tokens: true, clean_up_tokenization_spaces: false: that clean-up is a
@@ -243,6 +244,7 @@ const HARD = [
   "zero\u200bwidth and combining-free text",
   "strip  <mask>  around\t<mask>x <mask>",
   "\u2581\u2581 leading metaspace \u2581x",
+  "decomposed cafe\u0301 A\u030a \u212b \u1100\u1161\u11a8 q\u0307\u0323 \u0915\u093c \u1e0a\u0323 o\u0308\u0304",
 ];
 
 const assetCases = [
