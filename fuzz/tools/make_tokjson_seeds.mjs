@@ -8,7 +8,7 @@ import path from "node:path";
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
 const SRC = path.join(ROOT, "tests/data/tok_json");
 const OUT = path.join(ROOT, "fuzz/corpus/tokjson");
-const TEXT = "Once upon a time, I'm  sure\t12345 caf\u00e9 \u4e2d\u6587 \ud83d\ude00\n\n x <|endoftext|><s></s>";
+const TEXT = "Once upon a time, I'm  sure\t12345 caf\u00e9 cafe\u0301 \u1100\u1161\u11a8 q\u0307\u0323 \u4e2d\u6587 \ud83d\ude00\n\n x <|endoftext|><s></s>";
 fs.mkdirSync(OUT, { recursive: true });
 for (const f of ["gpt2.json", "llama3.json", "qwen2.json", "sp-legacy.json", "sp-metaspace.json"]) {
   const j = JSON.parse(fs.readFileSync(path.join(SRC, f), "utf8"));
