@@ -1,6 +1,8 @@
 /* tok_sp.h: SentencePiece BPE tokenizer read from a `tokenizer.model` (protobuf ModelProto) with a
  * bounds-checked wire-format reader of our own; encode reproduces SentencePiece's BPE segmentation
- * (identity normalizer, dummy prefix, whitespace escaping, byte fallback). Layer: model. No MPI. */
+ * (identity normalizer, dummy prefix, whitespace escaping, byte fallback). wq_tokenizer is also the
+ * common handle of both tokenizer kinds: a handle loaded from a tokenizer.json forwards every call
+ * below to tok_json.c (see wq_tok_load and docs/tokenizers.md). Layer: model. No MPI. */
 #ifndef WQ_TOK_SP_H
 #define WQ_TOK_SP_H
 
