@@ -241,7 +241,7 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
                      wq_algo_name(cfg->algo));
         st = WQ_ERR_ARG;
     }
-    if (st == WQ_OK) st = wq_tok_load(model_dir, &tok);
+    if (st == WQ_OK) st = wq_cli_load_tokenizer(model_dir, mc->vocab_size, &tok);
     if (st == WQ_OK) st = wq_data_calib_load(&cfg->calib, tok, &cs);
     if (st == WQ_OK && cs.seqlen > mc->max_position_embeddings) {
         WQ_LOG_ERROR("calibration seqlen %lld exceeds max_position_embeddings %lld of the model",
