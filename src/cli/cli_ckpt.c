@@ -345,7 +345,8 @@ int64_t wq_ckpt_n_done(const wq_ckpt *ck, int64_t *blocks)
 typedef struct {
     char magic[8];
     int64_t index, rows, cols, group_size, ngroups;
-    int32_t dtype, bits, has_zeros, has_gidx, n_extra, reserved;
+    int32_t dtype, bits, has_zeros, has_gidx, n_extra;
+    int32_t packed4; /* codes stored two per byte (low nibble first): every code < 16 */
 } ck_head;
 
 typedef struct {
@@ -353,12 +354,20 @@ typedef struct {
     int64_t len;
 } ck_extra_head;
 
-/* The arrays of an entry file in order (pointer, bytes). Returns the count. */
-static int entry_parts(const wq_qmatrix *q, const wq_ckpt_extra *extra, int n_extra, const void **p,
-                       size_t *s)
+/* Bytes of the codes as stored. */
+static size_t codes_bytes(const wq_qmatrix *q, int packed4)
+{
+    size_t n = (size_t)(q->rows * q->cols);
+    return packed4 ? (n + 1) / 2 : n;
+}
+
+/* The arrays of an entry file in order (pointer, bytes); `codes` is q->codes or its packed form.
+ * Returns the count. */
+static int entry_parts(const wq_qmatrix *q, const void *codes, size_t ncodes,
+                       const wq_ckpt_extra *extra, int n_extra, const void **p, size_t *s)
 {
     int n = 0;
-    p[n] = q->codes, s[n++] = (size_t)(q->rows * q->cols);
+    p[n] = codes, s[n++] = ncodes;
     p[n] = q->scales, s[n++] = (size_t)(q->rows * q->ngroups) * sizeof(float);
     if (q->zeros) p[n] = q->zeros, s[n++] = (size_t)(q->rows * q->ngroups) * sizeof(float);
     if (q->g_idx) p[n] = q->g_idx, s[n++] = (size_t)q->cols * sizeof(int32_t);
@@ -382,6 +391,15 @@ wq_status wq_ckpt_save(wq_ckpt *ck, int64_t i, const wq_qmatrix *q, const wq_ckp
                  .has_zeros = q->zeros != NULL,
                  .has_gidx = q->g_idx != NULL,
                  .n_extra = n_extra};
+    h.packed4 = q->bits <= 4;
+    uint8_t *packed = NULL;
+    const size_t nc = codes_bytes(q, h.packed4);
+    if (h.packed4) {
+        packed = wq_calloc(nc ? nc : 1, 1);
+        if (!packed) return WQ_ERR_NOMEM;
+        for (int64_t k = 0; k < q->rows * q->cols; k++)
+            packed[k >> 1] |= (uint8_t)((q->codes[k] & 15u) << (4 * (k & 1)));
+    }
     memcpy(h.magic, CK_MAGIC, 8);
     ck_extra_head eh[WQ_CKPT_MAX_EXTRA];
     memset(eh, 0, sizeof eh);
@@ -394,14 +412,16 @@ wq_status wq_ckpt_save(wq_ckpt *ck, int64_t i, const wq_qmatrix *q, const wq_ckp
     int n = 0;
     p[n] = &h, s[n++] = sizeof h;
     p[n] = eh, s[n++] = (size_t)n_extra * sizeof *eh;
-    n += entry_parts(q, extra, n_extra, p + n, s + n);
+    n += entry_parts(q, packed ? (const void *)packed : q->codes, nc, extra, n_extra, p + n, s + n);
     uint64_t sum = CK_SEED;
     for (int k = 0; k < n; k++)
         sum = ck_hash(sum, p[k], s[k]);
     p[n] = &sum, s[n++] = sizeof sum;
     char path[4200];
     path_in(ck, path, sizeof path, "e%lld.q", (long long)i);
-    return write_atomic(path, p, s, n);
+    wq_status st = write_atomic(path, p, s, n);
+    wq_free(packed);
+    return st;
 }
 
 void wq_ckpt_extras_free(wq_ckpt_extra *extra, int n_extra)
@@ -431,6 +451,7 @@ wq_status wq_ckpt_load(const wq_ckpt *ck, int64_t i, int64_t rows, int64_t cols,
     path_in(ck, path, sizeof path, "e%lld.q", (long long)i);
     memset(q, 0, sizeof *q);
     *n_extra = 0;
+    uint8_t *packed = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
         WQ_LOG_ERROR("cannot read checkpoint file '%s': %s", path, strerror(errno));
@@ -467,7 +488,13 @@ wq_status wq_ckpt_load(const wq_ckpt *ck, int64_t i, int64_t rows, int64_t cols,
     p[n] = &h, s[n++] = sizeof h;
     p[n] = eh, s[n++] = (size_t)h.n_extra * sizeof *eh;
     int first = n;
-    n += entry_parts(q, extra, *n_extra, p + n, s + n);
+    const size_t nc = codes_bytes(q, h.packed4 != 0);
+    if (h.packed4) {
+        packed = wq_malloc(nc ? nc : 1);
+        WQ_CHECK_GOTO(packed, st, WQ_ERR_NOMEM, done, "out of memory reading '%s'", path);
+    }
+    n +=
+        entry_parts(q, packed ? (const void *)packed : q->codes, nc, extra, *n_extra, p + n, s + n);
     for (int k = first; k < n; k++)
         WQ_TRY_GOTO(read_exact(f, (void *)p[k], s[k], path), st, done);
     uint64_t sum = CK_SEED, stored;
@@ -478,8 +505,11 @@ wq_status wq_ckpt_load(const wq_ckpt *ck, int64_t i, int64_t rows, int64_t cols,
                   "checkpoint file '%s' is corrupt (checksum): delete the checkpoint directory to "
                   "start over",
                   path);
+    for (int64_t k = 0; packed && k < rows * cols; k++)
+        q->codes[k] = (uint8_t)((packed[k >> 1] >> (4 * (k & 1))) & 15u);
 done:
     fclose(f);
+    wq_free(packed);
     if (st != WQ_OK) {
         wq_qmatrix_free(q);
         wq_ckpt_extras_free(extra, *n_extra);

@@ -2,7 +2,8 @@
  * directory OUT.ckpt/ next to the output container: manifest        identity of the run: format,
  * wquant version, hashes of the effective config, the model (config.json, every tensor's header and
  * sampled data), the calibration text, and the OpenBLAS thread count (results depend on it)
- *   e<index>.q      one finished quantized entry: the unpacked qmatrix + extras, with a checksum
+ *   e<index>.q      one finished quantized entry: the qmatrix (codes two per byte when bits <= 4)
+ *                   + extras, with a checksum
  *   block<b>.done   GPTQ: block b and its linears are final; the next block's inputs are recomputed
  *                   on resume by running the embeddings through the finished (dequantized) blocks
  * Files are written under a temporary name, fsync'ed and renamed, so a killed run leaves only whole
