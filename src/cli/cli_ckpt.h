@@ -1,15 +1,17 @@
-/* cli_ckpt.h: checkpoint/resume of `wquant quantize` (RTN, HQQ, GPTQ). A checkpoint is the
- * directory OUT.ckpt/ next to the output container: manifest        identity of the run: format,
- * wquant version, hashes of the effective config, the model (config.json, every tensor's header and
- * sampled data), the calibration text, and the OpenBLAS thread count (results depend on it)
- *   e<index>.q      one finished quantized entry: the qmatrix (codes two per byte when bits <= 4)
- *                   + extras, with a checksum
- *   block<b>.done   GPTQ: block b and its linears are final; the next block's inputs are recomputed
- *                   on resume by running the embeddings through the finished (dequantized) blocks
- * Files are written under a temporary name, fsync'ed and renamed, so a killed run leaves only whole
- * files. The rank count is not part of the identity: a run may resume with another rank count and
- * still produce the same container. Requires a file system shared by all ranks (as the parallel
- * container does). Layer: cli (plain POSIX files; no MPI, no HDF5 here). */
+/* cli_ckpt.h: checkpoint/resume of `wquant quantize` (RTN, HQQ, GPTQ).
+ * A checkpoint is the directory OUT.ckpt/ next to the output container:
+ *   manifest       identity of the run: format, wquant version, hashes of the effective config,
+ *                  the model (config.json, every tensor's header and sampled data), the
+ *                  calibration text, and the OpenBLAS thread count (results depend on it)
+ *   e<index>.q     one finished quantized entry: the qmatrix (codes two per byte when
+ *                  bits <= 4) + extras, with a checksum
+ *   block<b>.done  GPTQ: block b and its linears are final; the next block's inputs are
+ *                  recomputed on resume by running the embeddings through the finished
+ *                  (dequantized) blocks
+ * Files are written under a temporary name, fsync'ed and renamed, so a killed run leaves only
+ * whole files. The rank count is not part of the identity: a run may resume with another rank
+ * count and still produce the same container. Requires a file system shared by all ranks (as
+ * the parallel container does). Layer: cli (plain POSIX files; no MPI, no HDF5 here). */
 #ifndef WQ_CLI_CKPT_H
 #define WQ_CLI_CKPT_H
 
