@@ -386,7 +386,7 @@ static wq_status parse_calibration(wq_config *cfg, const cJSON *obj, const char 
 }
 
 /* glibc's regcomp duplicates the parse tree for '+' and '{m,n}', so stacked repetitions grow
- * memory exponentially, and a quantifier applied to a quantifier ("m****", "a*+") makes glibc's regex
+ * memory exponentially, and a quantifier applied to a quantifier ("m****", "a*+") makes its
  * epsilon closures explode in time (both fuzz/regressions/config). Layer-name patterns need little:
  * allow at most 8 '+' or '{m,n}' repetitions, interval bounds <= 64, at most 16 '*' or '?', and no
  * quantifier directly after another, ignoring escaped characters and bracket expressions. */
