@@ -1,7 +1,8 @@
 #!/bin/bash
 # Local twin of jobs/*.sbatch for CI and laptops: the same job bodies (jobs/wq_job_lib.sh) with
 # `mpiexec -n 2 --oversubscribe` instead of srun, on the bundled stories260K model: quantize (RTN),
-# eval, a 2-point sweep, then the same again to check that finished work is skipped.
+# eval, a 2-point sweep, then the same again to check that finished work is skipped, then a killed
+# quantization that the rerun resumes from its checkpoint.
 # Usage: jobs/local_smoke.sh [BUILD_DIR [SOURCE_DIR]]   (defaults: build, the checkout of this file)
 # Work goes to $WQ_SMOKE_DIR (default: a temporary directory, removed unless WQ_KEEP=1).
 set -euo pipefail
@@ -52,4 +53,14 @@ wq_eval "$WORK/rtn/eval.json" "$MODEL" "$TEXT" --quantized "$WORK/rtn/model.h5"
 for i in 0 1; do wq_sweep_point "$WORK/sweep" "$i" "$MODEL" "$TEXT" 400:420; done
 after="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/results/rtn_w4g32_sym.json")"
 [[ $before == "$after" ]] || fail "a second run rewrote finished outputs"
+# A killed attempt (rank 1 SIGKILLed at tensor 21, as an OOM kill would) leaves a checkpoint; the
+# rerun (a requeue) resumes from it and writes the same bytes as the uninterrupted run above.
+(
+    export WQ_FAULT_POINT=tensor WQ_FAULT_RANK=1 WQ_FAULT_INDEX=21 WQ_FAULT_SIGNAL=1
+    wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/killed/model.h5"
+) 2>"$WORK/killed.log" && fail "the fault-injected run succeeded"
+[[ -d $WORK/killed/model.h5.ckpt ]] || fail "a killed run left no checkpoint"
+wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/killed/model.h5"
+cmp -s "$WORK/rtn/model.h5" "$WORK/killed/model.h5" || fail "the resumed container differs"
+[[ ! -e $WORK/killed/model.h5.ckpt ]] || fail "the checkpoint outlived the complete container"
 echo "local_smoke: ok ($WORK)"

@@ -133,7 +133,8 @@ wq_provenance() {
 
 # ---- job bodies ---------------------------------------------------------------------------------
 
-# wq_quantize CONFIG MODEL_DIR OUT.h5: quantizes unless OUT.h5 is already complete. Writes, next to
+# wq_quantize CONFIG MODEL_DIR OUT.h5: quantizes unless OUT.h5 is already complete; resumes from
+# OUT.h5.ckpt/ when an earlier attempt was killed. Writes, next to
 # OUT.h5: <stem>.config.json (the config as run), <stem>.provenance.json; wquant adds qconfig.json.
 wq_quantize() {
     local config=$1 model=$2 out=$3
@@ -151,6 +152,13 @@ wq_quantize() {
     # Relative paths inside it (calibration text) resolve against the working directory.
     [[ $config -ef $stem.config.json ]] || cp -f "$config" "$stem.config.json"
     local cmd=(quantize --model "$model" --config "$stem.config.json" --out "$out" --stages "$WQ_STAGES")
+    # A killed or timed-out attempt left its finished work in OUT.h5.ckpt/: continue it (wquant refuses
+    # the checkpoint if the config, model or calibration text changed). Without a checkpoint a plain
+    # run starts one (AWQ, which has none, restarts from scratch).
+    if [[ -d $out.ckpt ]]; then
+        wq_log "resuming from the checkpoint $out.ckpt"
+        cmd+=(--resume)
+    fi
     local members=(config_source "$(wq_json_str "$(wq_abspath "$config")")"
         config "$(wq_json_str "$stem.config.json")" model "$(wq_json_str "$(wq_abspath "$model")")"
         output "$(wq_json_str "$out")" command "$(wq_json_str "wquant ${cmd[*]}")")

@@ -97,7 +97,12 @@ static void config_should_reject_bad_input_naming_the_key(void **state)
         {"{\"rtn\": {\"global\": {\"act_order\": true}}}", "act_order"},
         {"{\"rtn\": {\"local\": {\"re:(\": {\"bits\": 4}}}}", "re:("},
         {"{\"rtn\": {\"local\": {\"re:a+++++++++++++++++++++\": {\"bits\": 4}}}}", "too complex"},
-        {"{\"rtn\": {\"local\": {\"re:((a{1,255}){1,255}){1,100}\": {\"bits\": 4}}}}", "too complex"},
+        {"{\"rtn\": {\"local\": {\"re:((a{1,255}){1,255}){1,100}\": {\"bits\": 4}}}}",
+         "too complex"},
+        {"{\"rtn\": {\"local\": {\"re:.*m*****l\": {\"bits\": 4}}}}", "too complex"},
+        {"{\"rtn\": {\"local\": {\"re:((((((((((((((((a*)*)*)*)*)*)*)*)*)*)*)*)*)*)*)*)*\": "
+         "{\"bits\": 4}}}}",
+         "too complex"},
         {"{\"rtn\": {\"local\": {\"lm_head\": {\"nbits\": 4}}}}", "nbits"},
         {"{\"rtn\": {}, \"gptq\": {}}", "gptq"},
         {"{\"foo\": {}}", "foo"},

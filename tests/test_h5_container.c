@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -870,6 +872,49 @@ static void invalid_writes_should_be_rejected(void **state)
     wq_h5_close(r);
 }
 
+/* An HDF5 write that fails (here: the file-size limit, as a full file system would) is reported
+ * with the file and the dataset; every rank fails, nothing is left at the path. */
+static void failed_hdf5_write_should_name_the_dataset(void **state)
+{
+    (void)state;
+    const int rank = wq_dist_rank(g_dist);
+    wq_h5_entry es[2];
+    small_entries(es);
+    char path[600], msg[1024] = "";
+    snprintf(path, sizeof path, "%s/efbig.h5", g_dir);
+    wq_h5_file *f = NULL;
+    wq_status st = wq_h5_create(g_dist, path, es, 2, "{}", "{}", &f);
+    int limited = 0;
+    if (st == WQ_OK) {
+        struct rlimit old, lim;
+        wq_status local = WQ_OK;
+        if (rank == 0 && getrlimit(RLIMIT_FSIZE, &old) == 0) {
+            signal(SIGXFSZ, SIG_IGN); /* EFBIG instead of the signal */
+            lim = old;
+            lim.rlim_cur = 1;
+            limited = setrlimit(RLIMIT_FSIZE, &lim) == 0;
+            wq_log_clear_error();
+            local = write_small(f, es, -1);
+            snprintf(msg, sizeof msg, "%s", wq_log_last_error());
+            setrlimit(RLIMIT_FSIZE, &old);
+        }
+        st = wq_h5_finish(f, local);
+    }
+    wq_dist_barrier(g_dist);
+    assert_true(st != WQ_OK);
+    assert_false(exists(path));
+    if (rank == 0) {
+        if (!limited || !strstr(msg, "layer.q") || !strstr(msg, "qweight"))
+            print_error("limited %d, message '%s'\n", limited, msg);
+        assert_true(limited);
+        assert_int_equal(st, WQ_ERR_IO);
+        assert_non_null(strstr(msg, "'/layers/layer.q/qweight'"));
+        assert_non_null(strstr(msg, "efbig.h5"));
+    } else {
+        assert_int_equal(st, WQ_ERR_PEER);
+    }
+}
+
 static void reader_should_reject_bad_files_clearly(void **state)
 {
     (void)state;
@@ -1044,6 +1089,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(failed_runs_should_leave_no_file_and_keep_the_old_one),
         cmocka_unit_test(unwritable_output_should_fail_on_every_rank),
         cmocka_unit_test(invalid_writes_should_be_rejected),
+        cmocka_unit_test(failed_hdf5_write_should_name_the_dataset),
         cmocka_unit_test(reader_should_reject_bad_files_clearly),
         cmocka_unit_test(qconfig_should_follow_inc_form),
     };

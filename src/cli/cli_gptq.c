@@ -103,10 +103,47 @@ done:
     return st;
 }
 
+/* A block the checkpoint holds: every stage rank loads its linears and replaces the block's weights
+ * by their dequantization (== the Q the interrupted run fed forward, bit for bit); the layer's
+ * writer copies it into the container. Collective over the stage. */
+static wq_status restore_block(wq_dist *sd, wq_ckpt *ck, int64_t b, const wq_config *cfg,
+                               wq_h5_file *f, const wq_h5_entry *entries, wq_entry_lookup lookup,
+                               void *lookup_ctx, float *wptr[WQ_BLK_N_LINEARS])
+{
+    wq_status st = WQ_OK;
+    for (int li = 0; li < WQ_BLK_N_LINEARS && st == WQ_OK; li++) {
+        char layer[256];
+        snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, wq_blk_linears[li].sub);
+        int64_t idx = lookup(lookup_ctx, layer);
+        if (idx < 0) continue;
+        const wq_h5_entry *en = &entries[idx];
+        wq_qmatrix m;
+        wq_ckpt_extra ex[WQ_CKPT_MAX_EXTRA];
+        int n_ex = 0;
+        st = wq_ckpt_load(ck, idx, en->rows, en->cols, en->group_size_eff, en->spec.dtype,
+                          en->spec.bits, &m, ex, &n_ex);
+        float s8 = n_ex > 0 && ex[0].len == 1 ? ex[0].data[0] : 0.0f;
+        if (st == WQ_OK && cfg->ap.fp8_aware != (n_ex > 0)) {
+            WQ_LOG_ERROR("checkpoint of %s does not match fp8_aware", layer);
+            st = WQ_ERR_FORMAT;
+        }
+        if (st == WQ_OK) wq_algo_gptq_dequant(&m, s8, wptr[li]);
+        if (st == WQ_OK && wq_dist_rank(sd) == li % wq_dist_size(sd)) {
+            st = wq_h5_write_qlinear(f, idx, &m);
+            if (st == WQ_OK && cfg->ap.fp8_aware)
+                st = wq_h5_write_extra(f, idx, "scale_bf16_to_fp8", &s8);
+        }
+        wq_qmatrix_free(&m);
+        wq_ckpt_extras_free(ex, n_ex);
+        st = wq_dist_agree(sd, st);
+    }
+    return st;
+}
+
 wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           const wq_weight_source *src, const wq_config *cfg, int64_t total_seqs,
-                          wq_h5_file *f, const wq_h5_entry *entries, wq_entry_lookup lookup,
-                          void *lookup_ctx, int progress)
+                          wq_h5_file *f, wq_ckpt *ck, const wq_h5_entry *entries,
+                          wq_entry_lookup lookup, void *lookup_ctx, int progress)
 {
     const wq_blk_dims dims = wq_blk_dims_of(mc);
     const int64_t *in_of = dims.in, *rows_of = dims.rows;
@@ -122,7 +159,10 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 if (st != WQ_OK) break;
                 float *wptr[WQ_BLK_N_LINEARS];
                 wq_blk_weights(&bb, wptr);
-                int n_groups = cfg->ap.true_sequential ? 4 : 1;
+                int restored = wq_ckpt_block_done(ck, b);
+                if (restored)
+                    st = restore_block(sd, ck, b, cfg, f, entries, lookup, lookup_ctx, wptr);
+                int n_groups = restored ? 0 : cfg->ap.true_sequential ? 4 : 1;
                 for (int g = 0; g < n_groups && st == WQ_OK; g++) {
                     const int *grp = cfg->ap.true_sequential ? k_groups_seq[g] : k_groups_all[0];
                     hess_ctx h = {0};
@@ -169,6 +209,9 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                             ws = wq_h5_write_qlinear(f, idx, &m);
                             /* DPQ: the per-tensor FP8 scale travels with the layer (INC: scale_bf16_to_fp8) */
                             if (ws == WQ_OK && cfg->ap.fp8_aware) ws = wq_h5_write_extra(f, idx, "scale_bf16_to_fp8", &s8);
+                            wq_ckpt_extra ex = {.name = "scale_bf16_to_fp8", .len = 1, .data = &s8};
+                            if (ws == WQ_OK)
+                                ws = wq_ckpt_save(ck, idx, &m, &ex, cfg->ap.fp8_aware ? 1 : 0);
                         }
                         wq_qmatrix_free(&m);
                         st = wq_dist_agree(sd, ws);
@@ -181,6 +224,11 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 /* the quantized block produces the next block's inputs */
                 if (st == WQ_OK) st = wq_engine_forward(e, &bb.w, 1, 0, NULL, NULL);
                 st = wq_dist_agree(sd, st);
+                /* every linear of the block is saved: mark it final (resume recomputes its output)
+                 */
+                if (st == WQ_OK && ck && !restored)
+                    st = wq_dist_agree(sd,
+                                       wq_dist_rank(sd) == 0 ? wq_ckpt_mark_block(ck, b) : WQ_OK);
                 wq_block_buf_free(&bb);
             }
         }

@@ -11,6 +11,7 @@
 #include "algos/algo_hqq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
+#include "cli/cli_ckpt.h"
 #include "cli/cli_teq.h"
 #include "cli/cli_gptq.h"
 #include "cli/cli_source.h"
@@ -227,7 +228,7 @@ static int64_t lookup_raw(void *ctx, const char *name)
  * Collective. */
 static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *model_dir,
                                 const wq_model_cfg *mc, const wq_st_model *m, const plan *p,
-                                wq_h5_file *f, int stages, int progress)
+                                wq_h5_file *f, wq_ckpt *ck, int stages, int progress)
 {
     wq_status st = WQ_OK;
     wq_tokenizer *tok = NULL;
@@ -266,7 +267,7 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
         st = wq_engine_create(d, mc, stages, ids, lens, cs.n_samples, &e);
     if (st == WQ_OK && e) st = wq_dist_agree(d, wq_engine_embed(e, &src));
     if (st == WQ_OK && e && cfg->algo == WQ_ALGO_GPTQ)
-        st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
+        st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, ck, p->entries, lookup_entry,
                              (void *)p, progress);
     else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AWQ)
         st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
@@ -280,7 +281,7 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
 }
 
 static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const plan *p, int64_t i,
-                               wq_h5_file *f)
+                               wq_h5_file *f, wq_ckpt *ck)
 {
     wq_status st = WQ_OK;
     const wq_st_tensor *t = p->tensors[i];
@@ -293,12 +294,27 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
         wq_free(buf);
         return st;
     }
-    float *w = wq_malloc((size_t)t->numel * sizeof(float));
     wq_qmatrix q = {0};
-    if (!w) return WQ_ERR_NOMEM;
-    st = wq_st_read_f32(m, t, w);
-    if (cfg->algo == WQ_ALGO_HQQ && e->n_extra == 1) {
-        if (st == WQ_OK) st = wq_algo_hqq_quantize(&e->spec, &cfg->ap, e->name, w, e->rows, e->cols, &q);
+    float *w = NULL;
+    int hqq = cfg->algo == WQ_ALGO_HQQ && e->n_extra == 1;
+    if (wq_ckpt_entry_done(ck, i)) {
+        wq_ckpt_extra ex[WQ_CKPT_MAX_EXTRA];
+        int n_ex = 0;
+        st = wq_ckpt_load(ck, i, e->rows, e->cols, e->group_size_eff, e->spec.dtype, e->spec.bits,
+                          &q, ex, &n_ex);
+        wq_ckpt_extras_free(ex, n_ex);
+    } else {
+        w = wq_malloc((size_t)t->numel * sizeof(float));
+        if (!w) return WQ_ERR_NOMEM;
+        st = wq_st_read_f32(m, t, w);
+        if (st == WQ_OK && hqq)
+            st = wq_algo_hqq_quantize(&e->spec, &cfg->ap, e->name, w, e->rows, e->cols, &q);
+        else if (st == WQ_OK)
+            st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
+        /* HQQ's real zero-points are still in q.zeros here: one checkpoint format for both */
+        if (st == WQ_OK) st = wq_ckpt_save(ck, i, &q, NULL, 0);
+    }
+    if (hqq) {
         if (st == WQ_OK) {
             float *z = wq_malloc((size_t)(q.rows * q.ngroups) * sizeof(float));
             if (!z) {
@@ -311,11 +327,9 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
                 wq_free(z);
             }
         }
-    } else {
-        if (st == WQ_OK) st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
-        if (st == WQ_OK) st = wq_h5_write_qlinear(f, i, &q);
+    } else if (st == WQ_OK) {
+        st = wq_h5_write_qlinear(f, i, &q);
     }
-    (void)cfg;
     wq_qmatrix_free(&q);
     wq_free(w);
     return st;
@@ -324,7 +338,7 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
 /* Runs the rounds: in round k every rank processes its k-th item; rank 0 prints one progress line
  * per tensor. Collective. */
 static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model *m, const plan *p,
-                            wq_h5_file *f, int progress)
+                            wq_h5_file *f, wq_ckpt *ck, int progress)
 {
     wq_status st = WQ_OK;
     int rank = wq_dist_rank(d), size = wq_dist_size(d);
@@ -344,7 +358,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
         if (next < p->n && st == WQ_OK) {
             double t0 = wq_cli_now();
             wq_dist_fault_point(d, "tensor", next);
-            st = process_entry(cfg, m, p, next, f);
+            st = process_entry(cfg, m, p, next, f, ck);
             mine_info[0] = (double)next;
             mine_info[1] = wq_cli_now() - t0;
             mine_info[2] = (double)p->tensors[next]->nbytes;
@@ -388,6 +402,10 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         {"set", WQ_OPT_VALUE, "K=V,...", "override any global key, e.g. use_mse_search=true"},
         {"calib-text", WQ_OPT_VALUE, "FILE", "calibration text (sets calibration.text)"},
         {"stages", WQ_OPT_VALUE, "P", "pipeline stages for calibrated algorithms (default 1)"},
+        {"resume", WQ_OPT_FLAG, NULL,
+         "continue an interrupted run from its checkpoint OUT.ckpt/ (rtn, hqq, gptq)"},
+        {"no-checkpoint", WQ_OPT_FLAG, NULL,
+         "do not write the checkpoint (a killed run restarts from zero)"},
         {"quiet", WQ_OPT_FLAG, NULL, "no progress lines"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
@@ -413,6 +431,13 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
     int progress = !wq_cli_opt(opts, "quiet")->count && isatty(2);
     int64_t stages = 1;
     if (wq_cli_get_int(opts, "stages", 1, 1 << 20, &stages)) return 2;
+    int resume = wq_cli_opt(opts, "resume")->count > 0;
+    int use_ckpt = !wq_cli_opt(opts, "no-checkpoint")->count;
+    if (resume && !use_ckpt) {
+        if (wq_dist_rank(d) == 0)
+            fprintf(stderr, "wquant quantize: --resume contradicts --no-checkpoint\n");
+        return 2;
+    }
     wq_config cfg;
     wq_status st = load_config(d, opts, &cfg);
     if (st != WQ_OK) return wq_cli_exit_code(st);
@@ -421,6 +446,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
     plan p = {0};
     wq_h5_file *f = NULL;
     char *src_cfg = NULL, *cfg_json = NULL;
+    wq_ckpt *ck = NULL;
     wq_model_cfg mc;
     double t0 = wq_cli_now();
     st = wq_st_open(model_dir, &m);
@@ -438,23 +464,52 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         st = cfg_json ? WQ_OK : WQ_ERR_NOMEM;
         st = wq_dist_agree(d, st);
     }
+    if (st == WQ_OK && cfg.algo != WQ_ALGO_RTN && cfg.algo != WQ_ALGO_HQQ &&
+        cfg.algo != WQ_ALGO_GPTQ) {
+        if (resume) {
+            WQ_LOG_ERROR(
+                "--resume is not supported for %s (no checkpoints; supported: rtn, hqq, gptq): "
+                "rerun without --resume",
+                wq_algo_name(cfg.algo));
+            st = WQ_ERR_ARG;
+        }
+        use_ckpt = 0;
+    }
+    st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_h5_create(d, out, p.entries, p.n, src_cfg, cfg_json, &f);
+    if (st == WQ_OK && use_ckpt) {
+        int calibrated = cfg.algo == WQ_ALGO_GPTQ;
+        st = wq_ckpt_open(d, out, resume, cfg_json, m, src_cfg, calibrated ? cfg.calib.text : NULL,
+                          p.n, mc.n_layers, &ck);
+        if (st != WQ_OK) {
+            wq_h5_finish(f, st); /* removes the temporary container */
+            f = NULL;
+        }
+    }
     if (st == WQ_OK) {
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
-        wq_status rs = run_rounds(d, &cfg, m, &p, f, progress);
+        wq_status rs = run_rounds(d, &cfg, m, &p, f, ck, progress);
         if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ || cfg.algo == WQ_ALGO_TEQ))
-            rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, (int)stages, progress);
+            rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, ck, (int)stages, progress);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;
     }
     if (st == WQ_OK && wq_dist_rank(d) == 0) st = wq_h5_write_qconfig(out, &cfg, p.entries, p.n);
     st = wq_dist_agree(d, st);
+    if (st == WQ_OK && ck)
+        st = wq_ckpt_remove(d, ck); /* the container is complete */
+    else if (ck && wq_dist_rank(d) == 0)
+        fprintf(
+            stderr,
+            "wquant quantize: finished work is kept in %s.ckpt: rerun with --resume to continue\n",
+            out);
     if (st == WQ_OK)
         WQ_LOG_ROOT("wrote %s in %.2f s", out, wq_cli_now() - t0);
     else if (wq_dist_rank(d) == 0)
         fprintf(stderr, "wquant quantize: failed (%s); no container written at %s\n",
                 wq_status_str(st), out);
+    wq_ckpt_close(ck);
     wq_free(cfg_json);
     wq_free(src_cfg);
     plan_free(&p);

@@ -390,14 +390,21 @@ static wq_status parse_calibration(wq_config *cfg, const cJSON *obj, const char 
 }
 
 /* glibc's regcomp duplicates the parse tree for '+' and '{m,n}', so stacked repetitions grow
- * memory exponentially (fuzz/regressions/config). Layer-name patterns need little: allow at most 8
- * such repetitions, interval bounds <= 64, ignoring escaped characters and bracket expressions. */
+ * memory exponentially, and a quantifier applied to a quantifier ("m****", "a*+") makes its
+ * epsilon closures explode in time (both fuzz/regressions/config). Layer-name patterns need little:
+ * allow at most 8 '+' or '{m,n}' repetitions, interval bounds <= 64, at most 16 '*' or '?', and no
+ * quantifier directly after another, ignoring escaped characters and bracket expressions. */
 static int regex_is_tame(const char *p)
 {
-    int reps = 0;
+    int reps = 0, stars = 0, prev_quant = 0;
     for (size_t i = 0; p[i]; i++) {
+        int quant = p[i] == '*' || p[i] == '+' || p[i] == '?' || p[i] == '{';
+        if (quant && prev_quant) return 0;
+        prev_quant = quant;
         if (p[i] == '\\' && p[i + 1]) {
             i++;
+        } else if (p[i] == '*' || p[i] == '?') {
+            if (++stars > 16) return 0;
         } else if (p[i] == '[') {
             size_t j = i + 1;
             if (p[j] == '^') j++;
@@ -416,6 +423,9 @@ static int regex_is_tame(const char *p)
                     while (p[j + 1] >= '0' && p[j + 1] <= '9') j++;
                 }
             }
+            while (p[i] && p[i] != '}')
+                i++;             /* the interval is one quantifier */
+            if (!p[i]) return 1; /* unbalanced: regcomp reports it */
         }
     }
     return reps <= 8;
@@ -454,8 +464,9 @@ static wq_status parse_local(wq_config *cfg, const cJSON *local, const char *ori
         snprintf(r->pattern, sizeof r->pattern, "%s", key);
         if (r->kind == WQ_RULE_REGEX && !regex_is_tame(key)) {
             WQ_LOG_ERROR("%s: regular expression too complex: at most 8 '+' or '{m,n}' repetitions "
-                         "with bounds <= 64 are allowed (glibc's regcomp copies the pattern per "
-                         "repetition and can exhaust memory)",
+                         "(bounds <= 64), 16 '*' or '?' and no quantifier after a quantifier are "
+                         "allowed (glibc's regex copies the pattern per repetition and can "
+                         "exhaust memory or time)",
                          where);
             return WQ_ERR_ARG;
         }
