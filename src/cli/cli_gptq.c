@@ -106,7 +106,7 @@ done:
 wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           const wq_weight_source *src, const wq_config *cfg, int64_t total_seqs,
                           wq_h5_file *f, const wq_h5_entry *entries, wq_entry_lookup lookup,
-                          void *lookup_ctx, int progress)
+                          void *lookup_ctx, int progress, double predicted_block_s)
 {
     const wq_blk_dims dims = wq_blk_dims_of(mc);
     const int64_t *in_of = dims.in, *rows_of = dims.rows;
@@ -116,6 +116,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
         if (wq_engine_stage(e) == s) {
             for (int64_t b = wq_engine_block_begin(e, s); b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
                 wq_dist_fault_point(world, "block", b);
+                const double t_block = wq_cli_now();
                 wq_block_buf bb;
                 st = wq_block_load(mc, src, b, &bb);
                 st = wq_dist_agree(sd, st);
@@ -182,6 +183,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 if (st == WQ_OK) st = wq_engine_forward(e, &bb.w, 1, 0, NULL, NULL);
                 st = wq_dist_agree(sd, st);
                 wq_block_buf_free(&bb);
+                if (st == WQ_OK) wq_blk_log_time(sd, b, wq_cli_now() - t_block, predicted_block_s);
             }
         }
         /* handoff agrees over the world, so a failing stage stops every rank */

@@ -13,10 +13,11 @@ typedef int64_t (*wq_entry_lookup)(void *ctx, const char *layer);
 
 /* Collective over the world. Quantizes every configured linear of every block with GPTQ and writes
  * it to the container (one writer per linear). `total_seqs`: calibration sequences over all ranks.
- * progress: print a line per linear (on the stage's first rank). */
+ * progress: print a line per linear (on the stage's first rank). predicted_block_s: the
+ * planner's time per block, logged next to the measured one (info, the stage's first rank). */
 wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           const wq_weight_source *src, const wq_config *cfg, int64_t total_seqs,
                           wq_h5_file *f, const wq_h5_entry *entries, wq_entry_lookup lookup,
-                          void *lookup_ctx, int progress);
+                          void *lookup_ctx, int progress, double predicted_block_s);
 
 #endif

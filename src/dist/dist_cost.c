@@ -24,8 +24,8 @@ void wq_cost_machine_defaults(wq_machine *m)
     /* a 2020s server core with AVX2/AVX-512 and one BLAS thread; see docs/planning.md */
     *m = (wq_machine){.gemm_flops = 60e9, .dgemm_flops = 30e9, .fwd_flops = 45e9,
                       .chol_flops = 25e9, .solve_flops = 20e9, .exact_rate = 150e6,
-                      .quant_rate = 300e6, .hqq_rate = 20e6, .mem_bw = 8e9,
-                      .fs_read_bw = 2e9, .fs_write_bw = 1e9, .net_bw = 5e9, .net_lat = 5e-6,
+                      .quant_rate = 300e6, .hqq_rate = 20e6, .mem_bw = 8e9, .touch_bw = 4e9,
+                      .fs_read_bw = 2e9, .fs_write_bw = 1e9, .fs_node_bw = 4e9, .net_bw = 5e9, .net_lat = 5e-6,
                       .base_rss = 40.0 * 1048576.0, .startup = 0.3, .cores_per_node = 2,
                       .mem_per_node = 16.0 * 1073741824.0};
 }
@@ -97,6 +97,12 @@ static double blas_rate(double r, int threads)
     return threads > 1 ? r * (double)threads * WQ_COST_THREAD_EFF : r;
 }
 
+/* Per-rank file-system rate when `sharing` ranks of a node read or write at once. */
+static double fs_rate(const wq_machine *m, double per_rank, int sharing)
+{
+    return fmin(per_rank, m->fs_node_bw / (sharing > 1 ? sharing : 1));
+}
+
 /* allreduce over D ranks of n bytes per rank: reduce-scatter + allgather volume plus latency */
 static double allreduce_s(const wq_machine *m, double bytes, int D)
 {
@@ -131,7 +137,7 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
     const double fwd_local = wq_cost_forward_flops(s, nl, T);
     /* every stage rank loads the whole block (converted to f32) */
     o->bytes_read = (double)wq_cost_block_params(s) * s->src_bytes;
-    o->t_load = o->bytes_read * sharing / m->fs_read_bw + (double)wq_cost_block_params(s) * 4.0 / m->mem_bw;
+    o->t_load = o->bytes_read / fs_rate(m, m->fs_read_bw, sharing) + (double)wq_cost_block_params(s) * 4.0 / m->touch_bw;
     for (int i = 0; i < 7; i++) o->bytes_written += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
     o->t_write = o->bytes_written / m->fs_write_bw;
 
@@ -153,6 +159,7 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
             o->exact_values += (double)n * tri;
             o->t_hess += (double)(nl * T) * in * (in + pan) / blas_rate(m->dgemm_flops, threads) +
                          (double)nl * tri / m->exact_rate + (double)(nl * T) * in * 8.0 / m->mem_bw;
+            o->t_hess += 16.0 * tri / m->touch_bw; /* fresh accumulators */
             o->bytes_reduced += 16.0 * tri;
             o->t_reduce += allreduce_s(m, 16.0 * tri, D) + (D > 1 ? tri / m->exact_rate : 0.0);
         }
@@ -163,14 +170,14 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
             o->flops_prep += 2.0 * c * c * c / 3.0;
             /* decode of the exact triangle, H and its inverse factor every rank builds */
             o->t_prep += 2.0 * c * c * c / 3.0 / blas_rate(m->chol_flops, threads) +
-                         c * c / 2.0 / m->exact_rate + 12.0 * c * c / m->mem_bw;
+                         c * c / 2.0 / m->exact_rate + 12.0 * c * c / m->touch_bw;
             o->flops_solve += 2.0 * r * c * c;
             o->t_solve += 2.0 * rl * c * c / blas_rate(m->solve_flops, threads);
             /* assembly: codes (1 B) + Q (4 B) + scales/zeros, then Q copied back into the block */
             const double asm_b = r * c * 5.0 + 8.0 * r * (double)ngroups_of(L[i].cols, j);
             if (D > 1) o->bytes_reduced += asm_b;
             o->t_reduce += allreduce_s(m, asm_b, D);
-            o->t_quant += 3.0 * r * c * 4.0 / m->mem_bw;
+            o->t_quant += 2.0 * r * c * 4.0 / m->mem_bw + 5.0 * r * c / m->touch_bw;
         }
         break;
     }
@@ -335,12 +342,14 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
 static double item_seconds(const wq_cost_job *j, const wq_machine *m, double numel, int64_t rows,
                            int64_t cols, int quantized, int src_bytes, int sharing)
 {
-    const double rd = numel * src_bytes * sharing / m->fs_read_bw;
-    if (!quantized) return rd + numel * src_bytes * sharing / m->fs_write_bw;
+    const double rbw = fs_rate(m, m->fs_read_bw, sharing), wbw = m->fs_write_bw / (sharing > 1 ? sharing : 1);
+    const double rd = numel * src_bytes / rbw;
+    if (!quantized) return rd + numel * src_bytes / wbw;
+    const double fresh = (numel * 4.0 + numel + numel * 0.5) / m->touch_bw; /* W, codes, packing */
     double q = j->algo == WQ_COST_HQQ
                    ? numel / m->hqq_rate * (double)(j->hqq_iters > 0 ? j->hqq_iters : 20) / 20.0
                    : quant_s(j, m, numel);
-    return rd + numel * 4.0 / m->mem_bw + q + wq_cost_qlinear_bytes(rows, cols, j) * sharing / m->fs_write_bw;
+    return rd + fresh + numel * 4.0 / m->mem_bw + q + wq_cost_qlinear_bytes(rows, cols, j) / wbw;
 }
 
 /* Tensor rounds: the same longest-processing-time assignment the driver uses, then round k takes
@@ -364,7 +373,7 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     const double vd = (double)(s->vocab * s->d);
     sec[k++] = item_seconds(j, m, vd, s->vocab, s->d, 0, s->src_bytes, sharing);
     sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
-    sec[k++] = s->tied ? 0.0 : item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, s->src_bytes, sharing);
+    sec[k++] = s->tied ? -1.0 /* no lm_head tensor */ : item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, s->src_bytes, sharing);
     for (int64_t b = 0; b < s->n_layers; b++) {
         for (int i = 0; i < 2; i++) sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
         for (int i = 0; i < 7; i++)
@@ -476,8 +485,9 @@ wq_status wq_cost_choose(const wq_cost_shape *s, const wq_cost_job *j, const wq_
     }
     if (!have) {
         /* the smallest per-rank need is at P = 1 (largest D): name its biggest part */
-        const char *part = "activations";
-        double v = p1.mem.acts;
+        const char *part = "resident base of a rank (MPI, HDF5, libraries)";
+        double v = p1.mem.base;
+        if (p1.mem.acts > v) part = "activations", v = p1.mem.acts;
         if (p1.mem.weights > v) part = "block weights (f32)", v = p1.mem.weights;
         if (p1.mem.algo > v)
             part = j->algo == WQ_COST_GPTQ ? "exact Hessian accumulators" : "algorithm state", v = p1.mem.algo;

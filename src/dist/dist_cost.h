@@ -33,8 +33,11 @@ typedef struct {
     double quant_rate;     /* weights/s, RTN int4 quantize of an f32 matrix */
     double hqq_rate;       /* weights/s, HQQ with 20 solver iterations */
     double mem_bw;         /* bytes/s, memcpy of large buffers */
-    double fs_read_bw;     /* bytes/s, reading model files (per node) */
-    double fs_write_bw;    /* bytes/s, writing the container (per node) */
+    double touch_bw;       /* bytes/s, first touch of freshly allocated memory (faults + zeroing) */
+    double fs_read_bw;     /* bytes/s, one rank reading model files into fresh memory */
+    double fs_write_bw;    /* bytes/s, writing the container: one node, all its ranks together (writes
+                              into one file serialise on the file, locally and per client) */
+    double fs_node_bw;     /* bytes/s, reads of all ranks of a node together */
     double net_bw;         /* bytes/s, allreduce payload rate between ranks */
     double net_lat;        /* seconds per message */
     double base_rss;       /* bytes resident in an idle wquant rank (MPI, HDF5, BLAS, code) */
