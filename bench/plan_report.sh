@@ -21,8 +21,10 @@ mkdir -p "$WORK/models"
 MACHINE=$WORK/machine.json
 REPORT=$WORK/plan_report.md
 
-echo "== calibrating this machine -> $MACHINE"
-$NICE "$WQ" plan --calibrate --machine "$MACHINE" --scratch "$WORK"
+if [[ ${WQ_REPORT_SKIP_RUNS:-0} == 0 || ! -f $MACHINE ]]; then
+    echo "== calibrating this machine -> $MACHINE"
+    $NICE "$WQ" plan --calibrate --machine "$MACHINE" --scratch "$WORK"
+fi
 
 # Calibration: small so the report finishes in minutes (the extrapolation uses 128 x 2048).
 cat > "$WORK/rtn.json" <<'EOF'
@@ -34,9 +36,9 @@ cat > "$WORK/gptq.json" <<EOF
                  "n_samples": 8, "seqlen": 128, "seed": 0}}
 EOF
 
-# name:config:blocks:algorithms
+# name:blocks:algorithms ("gptq?": predicted only, e.g. where one block needs most of the machine)
 SHAPES=("Llama-3.2-1B:4:rtn gptq" "Llama-2-7B:2:rtn gptq" "Llama-3-8B:2:rtn gptq")
-if [[ ${WQ_REPORT_70B:-1} != 0 ]]; then SHAPES+=("Llama-3-70B:1:rtn gptq"); fi
+if [[ ${WQ_REPORT_70B:-1} != 0 ]]; then SHAPES+=("Llama-3-70B:1:rtn gptq?"); fi
 
 json_num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" <<<"$2" | head -1; }
 
@@ -50,6 +52,7 @@ json_num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" <<<"$2" | head -1; }
     echo "|---|---|---|---|---|---|---|---|---|---|"
 } > "$REPORT"
 
+if [[ ${WQ_REPORT_SKIP_RUNS:-0} != 0 ]]; then SHAPES=(); fi
 for spec in "${SHAPES[@]}"; do
     IFS=: read -r name blocks algos <<<"$spec"
     dir=$WORK/models/$name-$blocks
@@ -59,14 +62,23 @@ for spec in "${SHAPES[@]}"; do
         cp "$ROOT/assets/stories260K-hf/tokenizer.model" "$dir/"
     fi
     for algo in $algos; do
+        only_plan=0
+        if [[ $algo == *\? ]]; then only_plan=1; algo=${algo%\?}; fi
         for np in 1 2; do
             pred=$("$WQ" plan --model "$dir" --config "$WORK/$algo.json" --ranks "$np" --threads 1 \
                    --machine "$MACHINE" --json 2>&1) || {
-                echo "| $name | $blocks | $algo | $np | refused: $(tail -c 300 <<<"$pred" | tr '\n|' '  ') | | | | | |" >> "$REPORT"
+                echo "| $name | $blocks | $algo | $np | refused: $(head -1 <<<"$pred" | sed 's/^wquant plan: //' | tr '|' ' ') | | | | | |" >> "$REPORT"
                 echo "== $name $algo np=$np: the planner refuses: $pred"
                 continue
             }
-            ps=$(json_num seconds "$pred"); pm=$(json_num peak_rss_mb "$pred")
+            # quantize's clock starts after MPI init: compare without the startup term
+            ps=$(awk -v a="$(json_num seconds "$pred")" -v b="$(json_num seconds_startup "$pred")" 'BEGIN { print a - b }')
+            pm=$(json_num peak_rss_mb "$pred")
+            if [[ $only_plan == 1 ]]; then
+                awk -v n="$name" -v b="$blocks" -v a="$algo" -v r="$np" -v ps="$ps" -v pm="$pm" \
+                    'BEGIN { printf "| %s | %s | %s | %s | %.1f | not run | | %.0f | | |\n", n, b, a, r, ps, pm }' >> "$REPORT"
+                continue
+            fi
             echo "== $name x$blocks $algo np=$np (predicted ${ps} s, ${pm} MiB)"
             log=$($NICE mpiexec -n "$np" "$WQ" quantize --model "$dir" --config "$WORK/$algo.json" \
                   --out "$WORK/out.h5" --machine "$MACHINE" --quiet 2>&1) || { echo "$log" >&2; exit 1; }
@@ -99,8 +111,8 @@ EOF
     echo
     echo "Extrapolation (\`wquant plan\`, node type: 2 x 64 cores, 512 GiB, this machine's per-core rates,"
     echo "file system 2 GB/s per rank / 10 GB/s per node for reads, 5 GB/s per node for writes,"
-    echo "network 25 GB/s; GPTQ calibration 128 x 2048 tokens; ranks per node = the most that fit"
-    echo "in memory (power of two), BLAS threads = 128 / ranks per node):"
+    echo "network 25 GB/s; GPTQ calibration 128 x 2048 tokens; ranks per node: the power of two that fits"
+    echo "in memory with the shortest predicted time, BLAS threads = 128 / ranks per node):"
     echo
     echo "| model | algo | nodes | ranks/node x threads | predicted wall | peak per rank | container |"
     echo "|---|---|---|---|---|---|---|"
@@ -108,11 +120,15 @@ EOF
 for model in Llama-2-7B Llama-3-70B Llama-3.1-405B; do
     for algo in rtn gptq_full; do
         for nodes in 1 8 64 512; do
-            out=""
+            # the fastest ranks-per-node x threads split that fits in memory
+            out="" best=""
             for rpn in 128 64 32 16 8 4 2 1; do
-                out=$("$WQ" plan --model "$ROOT/configs/models/$model.json" --config "$WORK/$algo.json" \
-                      --ranks $((nodes * rpn)) --nodes "$nodes" --machine "$NODE" --json 2>/dev/null) && break
-                out=""
+                o=$("$WQ" plan --model "$ROOT/configs/models/$model.json" --config "$WORK/$algo.json" \
+                    --ranks $((nodes * rpn)) --nodes "$nodes" --machine "$NODE" --json 2>/dev/null) || continue
+                s=$(json_num seconds "$o")
+                if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b * 0.99) }'; then
+                    out=$o best=$s
+                fi
             done
             if [[ -z $out ]]; then
                 echo "| $model | ${algo%_full} | $nodes | does not fit | | | |" >> "$REPORT"
@@ -122,7 +138,7 @@ for model in Llama-2-7B Llama-3-70B Llama-3.1-405B; do
                 -v th="$(json_num threads "$out")" -v s="$(json_num seconds "$out")" \
                 -v pk="$(json_num peak_bytes_per_rank "$out")" -v c="$(json_num container_bytes "$out")" \
                 'BEGIN { h = s / 3600; printf "| %s | %s | %s | %s x %s | %s | %.1f GiB | %.1f GiB |\n", m, a, n, rpn, th,
-                         (h >= 1 ? sprintf("%.1f h", h) : sprintf("%.1f min", s / 60)), pk / 2^30, c / 2^30 }' >> "$REPORT"
+                         (h >= 1 ? sprintf("%.1f h", h) : s >= 60 ? sprintf("%.1f min", s / 60) : sprintf("%.0f s", s)), pk / 2^30, c / 2^30 }' >> "$REPORT"
         done
     done
 done

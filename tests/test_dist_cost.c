@@ -10,14 +10,25 @@
 
 static wq_cost_shape tiny(void)
 {
-    return (wq_cost_shape){.d = 4, .F = 8, .n_heads = 2, .n_kv_heads = 1, .head_dim = 2,
-                           .vocab = 10, .n_layers = 2, .tied = false, .src_bytes = 2};
+    return (wq_cost_shape){.d = 4,
+                           .F = 8,
+                           .n_heads = 2,
+                           .n_kv_heads = 1,
+                           .head_dim = 2,
+                           .vocab = 10,
+                           .n_layers = 2,
+                           .tied = false,
+                           .src_bytes = 2};
 }
 
 static wq_cost_job gptq_job(void)
 {
-    return (wq_cost_job){.algo = WQ_COST_GPTQ, .bits = 4, .group_size = -1,
-                         .true_sequential = true, .n_samples = 3, .seqlen = 5};
+    return (wq_cost_job){.algo = WQ_COST_GPTQ,
+                         .bits = 4,
+                         .group_size = -1,
+                         .true_sequential = true,
+                         .n_samples = 3,
+                         .seqlen = 5};
 }
 
 static void params_should_match_hand_count(void **state)
@@ -26,7 +37,7 @@ static void params_should_match_hand_count(void **state)
     wq_cost_shape s = tiny();
     /* 16 + 8 + 8 + 16 + 32 + 32 + 32 */
     assert_int_equal(wq_cost_block_linear_params(&s), 144);
-    assert_int_equal(wq_cost_block_params(&s), 152);          /* + 2 norms of 4 */
+    assert_int_equal(wq_cost_block_params(&s), 152);              /* + 2 norms of 4 */
     assert_int_equal(wq_cost_model_params(&s), 2 * 152 + 80 + 4); /* embed + lm_head + final norm */
     s.qkv_bias = true;
     assert_int_equal(wq_cost_block_params(&s), 152 + 4 + 2 + 2);
@@ -75,8 +86,13 @@ static void autoround_should_cost_three_forwards_per_iteration(void **state)
 {
     (void)state;
     wq_cost_shape s = tiny();
-    wq_cost_job j = {.algo = WQ_COST_AUTOROUND, .bits = 4, .group_size = -1, .ar_iters = 10,
-                     .ar_batch = 2, .n_samples = 3, .seqlen = 5};
+    wq_cost_job j = {.algo = WQ_COST_AUTOROUND,
+                     .bits = 4,
+                     .group_size = -1,
+                     .ar_iters = 10,
+                     .ar_batch = 2,
+                     .n_samples = 3,
+                     .seqlen = 5};
     wq_machine m;
     wq_cost_machine_defaults(&m);
     wq_cost_block b;
@@ -100,8 +116,14 @@ static void time_should_scale_with_ranks_and_saturate(void **state)
 {
     (void)state;
     /* Llama-3-8B widths, 2 blocks: more ranks are faster until the sequences run out */
-    wq_cost_shape s = {.d = 4096, .F = 14336, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128,
-                       .vocab = 128256, .n_layers = 2, .src_bytes = 2};
+    wq_cost_shape s = {.d = 4096,
+                       .F = 14336,
+                       .n_heads = 32,
+                       .n_kv_heads = 8,
+                       .head_dim = 128,
+                       .vocab = 128256,
+                       .n_layers = 2,
+                       .src_bytes = 2};
     wq_cost_job j = gptq_job();
     j.n_samples = 16, j.seqlen = 128, j.group_size = 128;
     wq_machine m;

@@ -30,10 +30,16 @@ static const struct {
     size_t off;
     int is_int;
 } k_fields[] = {
-#define F(name) {#name, offsetof(wq_machine, name), 0}
-    F(gemm_flops), F(dgemm_flops), F(fwd_flops), F(chol_flops), F(solve_flops), F(exact_rate),
-    F(quant_rate), F(hqq_rate), F(mem_bw), F(touch_bw), F(fs_read_bw), F(fs_write_bw), F(fs_node_bw), F(net_bw), F(net_lat),
-    F(base_rss), F(startup), {"cores_per_node", offsetof(wq_machine, cores_per_node), 1},
+#define F(name)                                                                                    \
+    {                                                                                              \
+#name, offsetof(wq_machine, name), 0                                                       \
+    }
+    F(gemm_flops),   F(dgemm_flops), F(fwd_flops),
+    F(chol_flops),   F(solve_flops), F(exact_rate),
+    F(quant_rate),   F(hqq_rate),    F(mem_bw),
+    F(touch_bw),     F(fs_read_bw),  F(fs_write_bw),
+    F(fs_node_bw),   F(net_bw),      F(net_lat),
+    F(base_rss),     F(startup),     {"cores_per_node", offsetof(wq_machine, cores_per_node), 1},
     F(mem_per_node),
 #undef F
 };
@@ -65,19 +71,22 @@ static wq_status machine_parse(const char *text, const char *path, wq_machine *m
 {
     wq_status st = WQ_OK;
     cJSON *root = cJSON_Parse(text);
-    WQ_CHECK_GOTO(root && cJSON_IsObject(root), st, WQ_ERR_FORMAT, done, "%s: not a JSON object", path);
+    WQ_CHECK_GOTO(root && cJSON_IsObject(root), st, WQ_ERR_FORMAT, done, "%s: not a JSON object",
+                  path);
     for (cJSON *it = root->child; it; it = it->next) {
         int k = 0;
-        while (k < N_FIELDS && strcmp(k_fields[k].key, it->string) != 0) k++;
+        while (k < N_FIELDS && strcmp(k_fields[k].key, it->string) != 0)
+            k++;
         if (k == N_FIELDS) {
             if (strcmp(it->string, "comment") == 0 || strcmp(it->string, "measured") == 0) continue;
-            WQ_LOG_ERROR("%s: unknown key '%s' (see docs/planning.md for the machine file keys)", path,
-                         it->string);
+            WQ_LOG_ERROR("%s: unknown key '%s' (see docs/planning.md for the machine file keys)",
+                         path, it->string);
             st = WQ_ERR_FORMAT;
             goto done;
         }
         WQ_CHECK_GOTO(cJSON_IsNumber(it) && it->valuedouble > 0 && isfinite(it->valuedouble), st,
-                      WQ_ERR_FORMAT, done, "%s: key '%s' must be a positive number", path, it->string);
+                      WQ_ERR_FORMAT, done, "%s: key '%s' must be a positive number", path,
+                      it->string);
         char *p = (char *)m + k_fields[k].off;
         if (k_fields[k].is_int)
             *(int *)p = (int)it->valuedouble;
@@ -89,7 +98,8 @@ done:
     return st;
 }
 
-wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_machine *m, int *measured)
+wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_machine *m,
+                              int *measured)
 {
     char def[4096];
     if (!path) {
@@ -109,8 +119,9 @@ wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_mac
         if (required) {
             if (wq_dist_rank(d) == 0)
                 WQ_LOG_ERROR("machine file '%s' does not exist (run `wquant plan --calibrate "
-                             "--machine %s` first)", path, path);
-            return wq_dist_agree(d, WQ_ERR_ARG);
+                             "--machine %s` first)",
+                             path, path);
+            return WQ_ERR_ARG; /* every rank knows: rank 0 broadcast the verdict */
         }
         return WQ_OK;
     }
@@ -159,7 +170,8 @@ wq_status wq_cli_machine_save(const char *path, const wq_machine *m)
     return st;
 }
 
-/* ---- measurements ------------------------------------------------------------------------------ */
+/* ---- measurements ------------------------------------------------------------------------------
+ */
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -171,41 +183,48 @@ static uint64_t rng_next(uint64_t *s)
 
 static void fill(float *x, int64_t n, uint64_t seed, float scale)
 {
-    for (int64_t i = 0; i < n; i++) x[i] = scale * ((float)(rng_next(&seed) >> 40) * 0x1.0p-24f - 0.5f);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * ((float)(rng_next(&seed) >> 40) * 0x1.0p-24f - 0.5f);
 }
 
 /* Repeats fn until at least `min_s` seconds have passed (after one warm-up); returns seconds per
  * call (the fastest of the repetitions: the least disturbed by other processes). */
-#define TIME_IT(min_s, out, body)                                  \
-    do {                                                           \
-        body;                                                      \
-        double best_ = 1e30, start_ = wq_cli_now();                \
-        int reps_ = 0;                                             \
-        while (reps_ < 3 || wq_cli_now() - start_ < (min_s)) {     \
-            double t0_ = wq_cli_now();                             \
-            body;                                                  \
-            double dt_ = wq_cli_now() - t0_;                       \
-            if (dt_ < best_) best_ = dt_;                          \
-            if (++reps_ > 1000) break;                             \
-        }                                                          \
-        (out) = best_ > 1e-9 ? best_ : 1e-9;                       \
+#define TIME_IT(min_s, out, body)                                                                  \
+    do {                                                                                           \
+        body;                                                                                      \
+        double best_ = 1e30, start_ = wq_cli_now();                                                \
+        int reps_ = 0;                                                                             \
+        while (reps_ < 3 || wq_cli_now() - start_ < (min_s)) {                                     \
+            double t0_ = wq_cli_now();                                                             \
+            body;                                                                                  \
+            double dt_ = wq_cli_now() - t0_;                                                       \
+            if (dt_ < best_) best_ = dt_;                                                          \
+            if (++reps_ > 1000) break;                                                             \
+        }                                                                                          \
+        (out) = best_ > 1e-9 ? best_ : 1e-9;                                                       \
     } while (0)
 
 static wq_status measure_compute(wq_machine *m)
 {
     wq_status st = WQ_OK;
     const int64_t n = 768;
-    float *a = wq_malloc((size_t)(n * n) * 4), *b = wq_malloc((size_t)(n * n) * 4), *c = wq_malloc((size_t)(n * n) * 4);
+    float *a = wq_malloc((size_t)(n * n) * 4), *b = wq_malloc((size_t)(n * n) * 4),
+          *c = wq_malloc((size_t)(n * n) * 4);
     double *da = wq_malloc((size_t)(n * n) * 8), *dc = wq_malloc((size_t)(256 * n) * 8);
     WQ_CHECK_GOTO(a && b && c && da && dc, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
     fill(a, n * n, 1, 1.0f);
     fill(b, n * n, 2, 1.0f);
-    for (int64_t i = 0; i < n * n; i++) da[i] = a[i];
+    for (int64_t i = 0; i < n * n; i++)
+        da[i] = a[i];
     double t;
-    TIME_IT(0.3, t, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a, (int)n, b, (int)n, 0.0f, c, (int)n));
+    TIME_IT(0.3, t,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a,
+                        (int)n, b, (int)n, 0.0f, c, (int)n));
     m->gemm_flops = 2.0 * n * n * n / t;
     /* the Hessian panel shape: 256 rows of X^T X over n tokens */
-    TIME_IT(0.3, t, cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 256, (int)n, (int)n, 1.0, da, (int)n, da, (int)n, 0.0, dc, (int)n));
+    TIME_IT(0.3, t,
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 256, (int)n, (int)n, 1.0, da,
+                        (int)n, da, (int)n, 0.0, dc, (int)n));
     m->dgemm_flops = 2.0 * 256 * n * n / t;
     /* exact accumulation */
     {
@@ -251,30 +270,38 @@ static wq_status measure_algos(wq_machine *m)
     wq_qspec spec = wq_qspec_default();
     spec.bits = 4, spec.group_size = 128, spec.sym = true;
     double t;
-    TIME_IT(0.2, t, (wq_qmatrix_free(&q), st = wq_algo_rtn_quantize(&spec, "calibrate", w, qr, qc, &q, NULL)));
+    TIME_IT(
+        0.2, t,
+        (wq_qmatrix_free(&q), st = wq_algo_rtn_quantize(&spec, "calibrate", w, qr, qc, &q, NULL)));
     WQ_TRY_GOTO(st, st, done);
     m->quant_rate = (double)(qr * qc) / t;
     wq_config cfg;
     wq_config_defaults(&cfg, WQ_ALGO_HQQ);
     wq_qmatrix_free(&q);
-    TIME_IT(0.2, t, (wq_qmatrix_free(&q), st = wq_algo_hqq_quantize(&spec, &cfg.ap, "calibrate", w, qr / 2, qc / 2, &q)));
+    TIME_IT(0.2, t,
+            (wq_qmatrix_free(&q),
+             st = wq_algo_hqq_quantize(&spec, &cfg.ap, "calibrate", w, qr / 2, qc / 2, &q)));
     WQ_TRY_GOTO(st, st, done);
     m->hqq_rate = (double)(qr * qc / 4) / t * (double)cfg.ap.hqq_iters / 20.0;
     wq_qmatrix_free(&q);
     /* GPTQ: a well-conditioned H = X^T X / n + I */
-    for (int64_t i = 0; i < cols * cols; i++) H0[i] = 0;
+    for (int64_t i = 0; i < cols * cols; i++)
+        H0[i] = 0;
     for (int64_t t0 = 0; t0 < 256; t0++)
         for (int64_t i = 0; i < cols; i++) {
             double xi = x[t0 * cols + i];
-            for (int64_t j = i; j < cols; j++) H0[i * cols + j] += xi * x[t0 * cols + j] / 256.0;
+            for (int64_t j = i; j < cols; j++)
+                H0[i * cols + j] += xi * x[t0 * cols + j] / 256.0;
         }
     for (int64_t i = 0; i < cols; i++) {
         H0[i * cols + i] += 1.0;
-        for (int64_t j = 0; j < i; j++) H0[i * cols + j] = H0[j * cols + i];
+        for (int64_t j = 0; j < i; j++)
+            H0[i * cols + j] = H0[j * cols + i];
     }
     wq_config_defaults(&cfg, WQ_ALGO_GPTQ);
-    TIME_IT(0.3, t, (wq_algo_gptq_destroy(ctx), ctx = NULL, memcpy(H, H0, (size_t)(cols * cols) * 8),
-                     st = wq_algo_gptq_prepare(H, cols, &spec, &cfg.ap, "calibrate", &ctx)));
+    TIME_IT(0.3, t,
+            (wq_algo_gptq_destroy(ctx), ctx = NULL, memcpy(H, H0, (size_t)(cols * cols) * 8),
+             st = wq_algo_gptq_prepare(H, cols, &spec, &cfg.ap, "calibrate", &ctx)));
     WQ_TRY_GOTO(st, st, done);
     m->chol_flops = 2.0 * (double)cols * cols * cols / 3.0 / t;
     WQ_TRY_GOTO(wq_algo_gptq_qmatrix_init(ctx, rows, &q), st, done);
@@ -295,23 +322,33 @@ done:
 static wq_status measure_forward(wq_machine *m)
 {
     wq_status st = WQ_OK;
-    wq_model_cfg mc = {.hidden_size = 1024, .intermediate_size = 2816, .n_layers = 1, .n_heads = 16,
-                       .n_kv_heads = 4, .head_dim = 64, .vocab_size = 256,
-                       .max_position_embeddings = 4096, .rope_theta = 10000, .rms_norm_eps = 1e-5};
+    wq_model_cfg mc = {.hidden_size = 1024,
+                       .intermediate_size = 2816,
+                       .n_layers = 1,
+                       .n_heads = 16,
+                       .n_kv_heads = 4,
+                       .head_dim = 64,
+                       .vocab_size = 256,
+                       .max_position_embeddings = 4096,
+                       .rope_theta = 10000,
+                       .rms_norm_eps = 1e-5};
     snprintf(mc.model_type, sizeof mc.model_type, "llama");
     const int64_t T = 256, d = mc.hidden_size, F = mc.intermediate_size, kvd = 4 * 64;
     const int64_t nw = 2 * d * d + 2 * kvd * d + 3 * d * F + 2 * d;
-    float *wb = wq_malloc((size_t)nw * 4), *x = wq_malloc((size_t)(T * d) * 4), *x0 = wq_malloc((size_t)(T * d) * 4);
+    float *wb = wq_malloc((size_t)nw * 4), *x = wq_malloc((size_t)(T * d) * 4),
+          *x0 = wq_malloc((size_t)(T * d) * 4);
     float *rc = wq_malloc((size_t)(T * 32) * 4), *rs = wq_malloc((size_t)(T * 32) * 4);
     void *ws = wq_malloc(wq_kern_block_workspace_bytes(&mc, T));
-    WQ_CHECK_GOTO(wb && x && x0 && rc && rs && ws, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+    WQ_CHECK_GOTO(wb && x && x0 && rc && rs && ws, st, WQ_ERR_NOMEM, done,
+                  "out of memory calibrating");
     fill(wb, nw, 5, 0.04f);
     fill(x0, T * d, 6, 1.0f);
     float *p = wb;
     wq_block_weights w = {0};
     w.attn_norm = p, p += d;
     w.mlp_norm = p, p += d;
-    for (int64_t i = 0; i < 2 * d; i++) wb[i] = 1.0f;
+    for (int64_t i = 0; i < 2 * d; i++)
+        wb[i] = 1.0f;
     w.wq = p, p += d * d;
     w.wk = p, p += kvd * d;
     w.wv = p, p += kvd * d;
@@ -321,7 +358,9 @@ static wq_status measure_forward(wq_machine *m)
     w.w_down = p;
     wq_kern_rope_tables(&mc, T, rc, rs);
     double t;
-    TIME_IT(0.5, t, (memcpy(x, x0, (size_t)(T * d) * 4), wq_kern_block_forward(&mc, &w, x, T, rc, rs, ws, NULL)));
+    TIME_IT(0.5, t,
+            (memcpy(x, x0, (size_t)(T * d) * 4),
+             wq_kern_block_forward(&mc, &w, x, T, rc, rs, ws, NULL)));
     wq_cost_shape s;
     wq_cli_cost_shape(&mc, 4, &s);
     m->fwd_flops = wq_cost_forward_flops(&s, 1, T) / t;
@@ -346,7 +385,8 @@ static wq_status measure_fs(const char *dir, wq_machine *m)
     wq_status st = WQ_OK;
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
     if (fd < 0) {
-        WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path, strerror(errno));
+        WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
+                     strerror(errno));
         wq_free(buf);
         return WQ_ERR_IO;
     }
@@ -408,7 +448,8 @@ static double process_age(void)
         buf[k] = '\0';
         fclose(f);
         char *p = strrchr(buf, ')');
-        for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+        for (int field = 2; p && field < 22; field++)
+            p = strchr(p + 1, ' ');
         if (p) start = strtoull(p + 1, NULL, 10);
     }
     f = fopen("/proc/uptime", "r");
@@ -456,7 +497,8 @@ wq_status wq_cli_calibrate(wq_dist *d, const char *scratch_dir, wq_machine *m)
         m->net_bw = 2.0 * (double)cells * 16.0 * (D - 1) / D / best;
         st = wq_dist_barrier(d);
         double t0 = wq_cli_now();
-        for (int rep = 0; rep < 100 && st == WQ_OK; rep++) st = wq_dist_barrier(d);
+        for (int rep = 0; rep < 100 && st == WQ_OK; rep++)
+            st = wq_dist_barrier(d);
         m->net_lat = (wq_cli_now() - t0) / 100.0 > 1e-7 ? (wq_cli_now() - t0) / 100.0 : 1e-7;
         WQ_TRY(wq_dist_agree(d, st));
     } else {
@@ -469,30 +511,45 @@ wq_status wq_cli_calibrate(wq_dist *d, const char *scratch_dir, wq_machine *m)
     return WQ_OK;
 }
 
-/* ---- config translation ------------------------------------------------------------------------ */
+/* ---- config translation ------------------------------------------------------------------------
+ */
 
 void wq_cli_cost_shape(const wq_model_cfg *mc, int src_bytes, wq_cost_shape *s)
 {
-    *s = (wq_cost_shape){.d = mc->hidden_size, .F = mc->intermediate_size, .n_heads = mc->n_heads,
-                         .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
-                         .vocab = mc->vocab_size, .n_layers = mc->n_layers,
-                         .tied = mc->tie_word_embeddings, .qkv_bias = mc->attention_bias,
+    *s = (wq_cost_shape){.d = mc->hidden_size,
+                         .F = mc->intermediate_size,
+                         .n_heads = mc->n_heads,
+                         .n_kv_heads = mc->n_kv_heads,
+                         .head_dim = mc->head_dim,
+                         .vocab = mc->vocab_size,
+                         .n_layers = mc->n_layers,
+                         .tied = mc->tie_word_embeddings,
+                         .qkv_bias = mc->attention_bias,
                          .src_bytes = src_bytes};
 }
 
 void wq_cli_cost_job(const wq_config *cfg, wq_cost_job *j)
 {
     static const wq_cost_algo map[WQ_ALGO_COUNT] = {
-        [WQ_ALGO_RTN] = WQ_COST_RTN, [WQ_ALGO_GPTQ] = WQ_COST_GPTQ, [WQ_ALGO_AWQ] = WQ_COST_AWQ,
-        [WQ_ALGO_TEQ] = WQ_COST_TEQ, [WQ_ALGO_HQQ] = WQ_COST_HQQ, [WQ_ALGO_AUTOROUND] = WQ_COST_AUTOROUND};
+        [WQ_ALGO_RTN] = WQ_COST_RTN, [WQ_ALGO_GPTQ] = WQ_COST_GPTQ,
+        [WQ_ALGO_AWQ] = WQ_COST_AWQ, [WQ_ALGO_TEQ] = WQ_COST_TEQ,
+        [WQ_ALGO_HQQ] = WQ_COST_HQQ, [WQ_ALGO_AUTOROUND] = WQ_COST_AUTOROUND};
     const wq_algo_params *ap = &cfg->ap;
-    *j = (wq_cost_job){.algo = map[cfg->algo], .bits = cfg->global.bits > 0 ? cfg->global.bits : 4,
-                       .group_size = cfg->global.group_size, .mse_search = cfg->global.mse_search,
-                       .quant_lm_head = cfg->quant_lm_head, .true_sequential = ap->true_sequential,
-                       .awq_scale = ap->use_auto_scale, .awq_clip = ap->use_auto_clip,
-                       .awq_folding = ap->folding, .hqq_iters = ap->hqq_iters, .ar_iters = ap->iters,
-                       .ar_batch = ap->batch_size, .teq_steps = ap->teq_steps,
-                       .n_samples = cfg->calib.n_samples, .seqlen = cfg->calib.seqlen};
+    *j = (wq_cost_job){.algo = map[cfg->algo],
+                       .bits = cfg->global.bits > 0 ? cfg->global.bits : 4,
+                       .group_size = cfg->global.group_size,
+                       .mse_search = cfg->global.mse_search,
+                       .quant_lm_head = cfg->quant_lm_head,
+                       .true_sequential = ap->true_sequential,
+                       .awq_scale = ap->use_auto_scale,
+                       .awq_clip = ap->use_auto_clip,
+                       .awq_folding = ap->folding,
+                       .hqq_iters = ap->hqq_iters,
+                       .ar_iters = ap->iters,
+                       .ar_batch = ap->batch_size,
+                       .teq_steps = ap->teq_steps,
+                       .n_samples = cfg->calib.n_samples,
+                       .seqlen = cfg->calib.seqlen};
     if (cfg->global.dtype != WQ_QDTYPE_INT) j->bits = 4;
 }
 
@@ -505,11 +562,20 @@ int wq_cli_parse_bytes(const char *s, double *out)
     double mul = 1073741824.0; /* plain numbers are GiB */
     if (*end) {
         switch (*end == 'k' ? 'K' : *end) {
-        case 'K': mul = 1024.0; break;
-        case 'M': mul = 1048576.0; break;
-        case 'G': mul = 1073741824.0; break;
-        case 'T': mul = 1099511627776.0; break;
-        default: return -1;
+        case 'K':
+            mul = 1024.0;
+            break;
+        case 'M':
+            mul = 1048576.0;
+            break;
+        case 'G':
+            mul = 1073741824.0;
+            break;
+        case 'T':
+            mul = 1099511627776.0;
+            break;
+        default:
+            return -1;
         }
         end++;
         if (strcmp(end, "") != 0 && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0) return -1;

@@ -58,51 +58,61 @@ static const char *algo_label(const wq_cost_job *j)
 
 static void print_text(const char *model, const wq_model_cfg *mc, const wq_cost_shape *s,
                        const wq_cost_job *j, const char *machine_note, int nodes, int cores,
-                       double node_mem, int rpn, double budget, const wq_cost_plan *p, const char *why)
+                       double node_mem, int rpn, double budget, const wq_cost_plan *p,
+                       const char *why)
 {
     char a[32], b[32], c[32], e[32], f[32], g[32], t[32];
     const int calibrated = j->algo != WQ_COST_RTN && j->algo != WQ_COST_HQQ;
-    printf("model     %s: %s, %.2f B parameters, %lld blocks (d %lld, F %lld, %lld/%lld heads, vocab %lld), "
+    printf("model     %s: %s, %.2f B parameters, %lld blocks (d %lld, F %lld, %lld/%lld heads, "
+           "vocab %lld), "
            "%s in %s\n",
            model, mc->model_type, (double)wq_cost_model_params(s) / 1e9, (long long)s->n_layers,
            (long long)s->d, (long long)s->F, (long long)s->n_heads, (long long)s->n_kv_heads,
            (long long)s->vocab, wq_cost_fmt_bytes(p->model_bytes, a, sizeof a),
            s->src_bytes == 4 ? "f32" : "16-bit");
     printf("job       %s int%d group %lld", algo_label(j), j->bits, (long long)j->group_size);
-    if (calibrated) printf(", calibration %lld x %lld tokens", (long long)j->n_samples, (long long)j->seqlen);
-    printf("\nmachine   %s\n", machine_note);
-    printf("nodes     %d x %d cores, %s; %d rank(s), %d per node, %d BLAS thread(s) per rank\n", nodes,
-           cores, wq_cost_fmt_bytes(node_mem, a, sizeof a), p->ranks, rpn, p->threads);
-    printf("grid      %s\n", why);
-    printf("memory    peak %s per rank (budget %s), at the %s: base %s, activations %s, weights %s, "
-           "algorithm state %s, working buffers %s\n",
-           wq_cost_fmt_bytes(p->mem.total, a, sizeof a), wq_cost_fmt_bytes(budget, b, sizeof b),
-           p->mem.phase, wq_cost_fmt_bytes(p->mem.base, c, sizeof c),
-           wq_cost_fmt_bytes(p->mem.acts, e, sizeof e), wq_cost_fmt_bytes(p->mem.weights, f, sizeof f),
-           wq_cost_fmt_bytes(p->mem.algo, g, sizeof g), wq_cost_fmt_bytes(p->mem.transient, t, sizeof t));
-    printf("time      %s (%.0f s): startup %.1f s, tensor rounds %.1f s", fmt_time(p->seconds, a, sizeof a),
-           p->seconds, p->t_startup, p->t_rounds);
     if (calibrated)
-        printf(", embedding %.1f s, %lld blocks x %.1f s", p->t_embed, (long long)s->n_layers, p->t_block);
+        printf(", calibration %lld x %lld tokens", (long long)j->n_samples, (long long)j->seqlen);
+    printf("\nmachine   %s\n", machine_note);
+    printf("nodes     %d x %d cores, %s; %d rank(s), %d per node, %d BLAS thread(s) per rank\n",
+           nodes, cores, wq_cost_fmt_bytes(node_mem, a, sizeof a), p->ranks, rpn, p->threads);
+    printf("grid      %s\n", why);
+    printf(
+        "memory    peak %s per rank (budget %s), at the %s: base %s, activations %s, weights %s, "
+        "algorithm state %s, working buffers %s\n",
+        wq_cost_fmt_bytes(p->mem.total, a, sizeof a), wq_cost_fmt_bytes(budget, b, sizeof b),
+        p->mem.phase, wq_cost_fmt_bytes(p->mem.base, c, sizeof c),
+        wq_cost_fmt_bytes(p->mem.acts, e, sizeof e), wq_cost_fmt_bytes(p->mem.weights, f, sizeof f),
+        wq_cost_fmt_bytes(p->mem.algo, g, sizeof g),
+        wq_cost_fmt_bytes(p->mem.transient, t, sizeof t));
+    printf("time      %s (%.0f s): startup %.1f s, tensor rounds %.1f s",
+           fmt_time(p->seconds, a, sizeof a), p->seconds, p->t_startup, p->t_rounds);
+    if (calibrated)
+        printf(", embedding %.1f s, %lld blocks x %.1f s", p->t_embed, (long long)s->n_layers,
+               p->t_block);
     printf("\n");
     if (calibrated) {
         const wq_cost_block *k = &p->block;
-        printf("block     load %.2f s, forward %.2f s, Hessian %.2f s, reductions %.2f s, factorisation "
+        printf("block     load %.2f s, forward %.2f s, Hessian %.2f s, reductions %.2f s, "
+               "factorisation "
                "%.2f s, solve %.2f s, search grid %.2f s, quantize %.2f s, write %.2f s\n",
-               k->t_load, k->t_fwd, k->t_hess, k->t_reduce, k->t_prep, k->t_solve, k->t_grid, k->t_quant,
-               k->t_write);
-        printf("flops     per block: forward %.3g (x%.0f passes), Hessian %.3g, factorisation %.3g per "
+               k->t_load, k->t_fwd, k->t_hess, k->t_reduce, k->t_prep, k->t_solve, k->t_grid,
+               k->t_quant, k->t_write);
+        printf("flops     per block: forward %.3g (x%.0f passes), Hessian %.3g, factorisation %.3g "
+               "per "
                "rank, solve %.3g, grid %.3g, tuning %.3g\n",
                k->flops_fwd1, k->flops_fwd1 > 0 ? k->flops_fwd / k->flops_fwd1 : 0, k->flops_hess,
                k->flops_prep, k->flops_solve, k->flops_grid, k->flops_ar);
     }
-    printf("io        read %s, written %s (container %s)\n", wq_cost_fmt_bytes(p->bytes_read, a, sizeof a),
-           wq_cost_fmt_bytes(p->bytes_written, b, sizeof b), wq_cost_fmt_bytes(p->container_bytes, c, sizeof c));
+    printf("io        read %s, written %s (container %s)\n",
+           wq_cost_fmt_bytes(p->bytes_read, a, sizeof a),
+           wq_cost_fmt_bytes(p->bytes_written, b, sizeof b),
+           wq_cost_fmt_bytes(p->container_bytes, c, sizeof c));
 }
 
-static void print_json(const char *model, const wq_cost_shape *s, const wq_cost_job *j, int measured,
-                       int nodes, int rpn, double budget, const wq_cost_plan *p, const char *why,
-                       const char *sb_time, double sb_mem)
+static void print_json(const char *model, const wq_cost_shape *s, const wq_cost_job *j,
+                       int measured, int nodes, int rpn, double budget, const wq_cost_plan *p,
+                       const char *why, const char *sb_time, double sb_mem)
 {
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "model", model);
@@ -120,6 +130,7 @@ static void print_json(const char *model, const wq_cost_shape *s, const wq_cost_
     cJSON_AddNumberToObject(r, "seconds", p->seconds);
     cJSON_AddNumberToObject(r, "seconds_per_block", p->t_block);
     cJSON_AddNumberToObject(r, "seconds_rounds", p->t_rounds);
+    cJSON_AddNumberToObject(r, "seconds_startup", p->t_startup);
     cJSON_AddNumberToObject(r, "peak_bytes_per_rank", p->mem.total);
     cJSON_AddNumberToObject(r, "peak_rss_mb", p->mem.total / 1048576.0);
     cJSON_AddStringToObject(r, "peak_phase", p->mem.phase);
@@ -140,7 +151,8 @@ static wq_status load_model_cfg(wq_dist *d, const char *model, wq_model_cfg *mc,
 {
     char path[4200];
     struct stat sb;
-    snprintf(path, sizeof path, stat(model, &sb) == 0 && S_ISDIR(sb.st_mode) ? "%s/config.json" : "%s", model);
+    snprintf(path, sizeof path,
+             stat(model, &sb) == 0 && S_ISDIR(sb.st_mode) ? "%s/config.json" : "%s", model);
     char *text = NULL;
     WQ_TRY(wq_cli_read_bcast(d, path, &text, NULL));
     wq_status st = wq_hf_config_parse(text, path, mc);
@@ -158,12 +170,16 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
         {"ranks", WQ_OPT_VALUE, "R", "MPI ranks (default 1)"},
         {"nodes", WQ_OPT_VALUE, "M", "nodes (default 1)"},
         {"cores-per-node", WQ_OPT_VALUE, "C", "cores per node (default: the machine file's)"},
-        {"mem-per-node", WQ_OPT_VALUE, "SIZE", "memory per node, e.g. 512G (default: the machine's)"},
+        {"mem-per-node", WQ_OPT_VALUE, "SIZE",
+         "memory per node, e.g. 512G (default: the machine's)"},
         {"threads", WQ_OPT_VALUE, "T", "BLAS threads per rank (default: cores / ranks per node)"},
-        {"max-memory", WQ_OPT_VALUE, "SIZE", "budget per rank (default: 95% of node memory / ranks per node)"},
+        {"max-memory", WQ_OPT_VALUE, "SIZE",
+         "budget per rank (default: 95% of node memory / ranks per node)"},
         {"machine", WQ_OPT_VALUE, "FILE", "machine constants (default: see docs/planning.md)"},
-        {"calibrate", WQ_OPT_FLAG, NULL, "measure the machine constants and write the machine file"},
-        {"scratch", WQ_OPT_VALUE, "DIR", "--calibrate: directory for the file-system probe (default .)"},
+        {"calibrate", WQ_OPT_FLAG, NULL,
+         "measure the machine constants and write the machine file"},
+        {"scratch", WQ_OPT_VALUE, "DIR",
+         "--calibrate: directory for the file-system probe (default .)"},
         {"json", WQ_OPT_FLAG, NULL, "one JSON object instead of the text report"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
@@ -173,13 +189,14 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
     if (wq_cli_parse(argc, argv, 2, opts, pos, 0, &n_pos) != 0) return 2;
     if (wq_cli_opt(opts, "help")->count) {
         if (rank == 0)
-            wq_cli_print_help("wquant plan --model DIR|config.json [--config CFG.json] --ranks R [--nodes M "
-                              "--cores-per-node C --mem-per-node G] [--json]\n       wquant plan --calibrate "
-                              "[--machine FILE]",
-                              "Predicts wall time, per-rank peak memory, I/O and the P x D grid of a "
-                              "quantization run,\nand prints a SLURM header. Sizes take K/M/G/T suffixes "
-                              "(binary); a plain number is GiB.",
-                              opts);
+            wq_cli_print_help(
+                "wquant plan --model DIR|config.json [--config CFG.json] --ranks R [--nodes M "
+                "--cores-per-node C --mem-per-node G] [--json]\n       wquant plan --calibrate "
+                "[--machine FILE]",
+                "Predicts wall time, per-rank peak memory, I/O and the P x D grid of a "
+                "quantization run,\nand prints a SLURM header. Sizes take K/M/G/T suffixes "
+                "(binary); a plain number is GiB.",
+                opts);
         return 0;
     }
     const char *machine_path = wq_cli_opt(opts, "machine")->value;
@@ -193,14 +210,18 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
         if (st == WQ_OK && rank == 0) st = wq_cli_machine_save(out, &m);
         st = wq_dist_agree(d, st);
         if (st == WQ_OK && rank == 0)
-            printf("wrote %s: sgemm %.1f GF/s, dgemm %.1f GF/s, block forward %.1f GF/s, GPTQ factorisation "
-                   "%.1f GF/s, solve %.1f GF/s, exact adds %.0f M/s, RTN %.0f M weights/s, HQQ %.1f M "
-                   "weights/s, memcpy %.1f GB/s, first touch %.1f GB/s, fs read %.2f GB/s, write %.2f GB/s, allreduce %.2f GB/s, "
-                   "base RSS %.0f MiB, %d cores, %.1f GiB\n",
-                   out, m.gemm_flops / 1e9, m.dgemm_flops / 1e9, m.fwd_flops / 1e9, m.chol_flops / 1e9,
-                   m.solve_flops / 1e9, m.exact_rate / 1e6, m.quant_rate / 1e6, m.hqq_rate / 1e6,
-                   m.mem_bw / 1e9, m.touch_bw / 1e9, m.fs_read_bw / 1e9, m.fs_write_bw / 1e9, m.net_bw / 1e9,
-                   m.base_rss / 1048576.0, m.cores_per_node, m.mem_per_node / 1073741824.0);
+            printf(
+                "wrote %s: sgemm %.1f GF/s, dgemm %.1f GF/s, block forward %.1f GF/s, GPTQ "
+                "factorisation "
+                "%.1f GF/s, solve %.1f GF/s, exact adds %.0f M/s, RTN %.0f M weights/s, HQQ %.1f M "
+                "weights/s, memcpy %.1f GB/s, first touch %.1f GB/s, fs read %.2f GB/s, write %.2f "
+                "GB/s, allreduce %.2f GB/s, "
+                "base RSS %.0f MiB, %d cores, %.1f GiB\n",
+                out, m.gemm_flops / 1e9, m.dgemm_flops / 1e9, m.fwd_flops / 1e9, m.chol_flops / 1e9,
+                m.solve_flops / 1e9, m.exact_rate / 1e6, m.quant_rate / 1e6, m.hqq_rate / 1e6,
+                m.mem_bw / 1e9, m.touch_bw / 1e9, m.fs_read_bw / 1e9, m.fs_write_bw / 1e9,
+                m.net_bw / 1e9, m.base_rss / 1048576.0, m.cores_per_node,
+                m.mem_per_node / 1073741824.0);
         return wq_cli_exit_code(st);
     }
     const char *model = wq_cli_opt(opts, "model")->value;
@@ -209,18 +230,22 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
         return 2;
     }
     int64_t ranks = 1, nodes = 1, cores = 0, threads = 0;
-    if (wq_cli_get_int(opts, "ranks", 1, 1 << 24, &ranks) || wq_cli_get_int(opts, "nodes", 1, 1 << 20, &nodes) ||
+    if (wq_cli_get_int(opts, "ranks", 1, 1 << 24, &ranks) ||
+        wq_cli_get_int(opts, "nodes", 1, 1 << 20, &nodes) ||
         wq_cli_get_int(opts, "cores-per-node", 1, 1 << 16, &cores) ||
         wq_cli_get_int(opts, "threads", 1, 1 << 16, &threads))
         return 2;
     if (nodes > ranks) {
         if (rank == 0)
-            fprintf(stderr, "wquant plan: --nodes %lld is more than --ranks %lld (every node needs a rank)\n",
-                    (long long)nodes, (long long)ranks);
+            fprintf(
+                stderr,
+                "wquant plan: --nodes %lld is more than --ranks %lld (every node needs a rank)\n",
+                (long long)nodes, (long long)ranks);
         return 2;
     }
     double node_mem = 0, budget = 0;
-    const char *nm = wq_cli_opt(opts, "mem-per-node")->value, *mm = wq_cli_opt(opts, "max-memory")->value;
+    const char *nm = wq_cli_opt(opts, "mem-per-node")->value,
+               *mm = wq_cli_opt(opts, "max-memory")->value;
     if ((nm && wq_cli_parse_bytes(nm, &node_mem)) || (mm && wq_cli_parse_bytes(mm, &budget))) {
         if (rank == 0)
             fprintf(stderr, "wquant plan: %s '%s' is not a size (e.g. 512G, 800M, 1.5T)\n",
@@ -266,9 +291,11 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
     if (budget > node_budget) {
         char a[32], b[32];
         if (rank == 0)
-            fprintf(stderr, "wquant plan: --max-memory %s per rank exceeds 95%% of %s per node shared "
-                            "by %d ranks (%s)\n",
-                    wq_cost_fmt_bytes(budget, a, sizeof a), wq_cost_fmt_bytes(m.mem_per_node, b, sizeof b), rpn,
+            fprintf(stderr,
+                    "wquant plan: --max-memory %s per rank exceeds 95%% of %s per node shared "
+                    "by %d ranks (%s)\n",
+                    wq_cost_fmt_bytes(budget, a, sizeof a),
+                    wq_cost_fmt_bytes(m.mem_per_node, b, sizeof b), rpn,
                     wq_cost_fmt_bytes(node_budget, (char[32]){0}, 32));
         return 2;
     }
@@ -280,18 +307,22 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
             int fit = (int)floor(0.95 * m.mem_per_node / p.mem.total);
             fprintf(stderr, "wquant plan: %s.\n", why);
             if (fit >= 1)
-                fprintf(stderr, "  It fits with at most %d rank(s) per node (more threads per rank), e.g. "
-                                "--ranks %lld --nodes %lld.\n",
+                fprintf(stderr,
+                        "  It fits with at most %d rank(s) per node (more threads per rank), e.g. "
+                        "--ranks %lld --nodes %lld.\n",
                         fit, (long long)(fit * nodes), (long long)nodes);
             else
-                fprintf(stderr, "  It does not fit one rank per node either: use nodes with more than %s.\n",
-                        wq_cost_fmt_bytes(p.mem.total / 0.95, (char[32]){0}, 32));
+                fprintf(
+                    stderr,
+                    "  It does not fit one rank per node either: use nodes with more than %s.\n",
+                    wq_cost_fmt_bytes(p.mem.total / 0.95, (char[32]){0}, 32));
         }
         return 2;
     }
     char machine_note[4400];
     snprintf(machine_note, sizeof machine_note,
-             measured ? "measured (%s)" : "defaults: no machine file at %s (run `wquant plan --calibrate`)",
+             measured ? "measured (%s)"
+                      : "defaults: no machine file at %s (run `wquant plan --calibrate`)",
              machine_path ? machine_path : def_path);
     char sb_time[32];
     slurm_time(p.seconds, sb_time, sizeof sb_time);
@@ -300,34 +331,38 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
         if (wq_cli_opt(opts, "json")->count) {
             print_json(model, &s, &j, measured, (int)nodes, rpn, budget, &p, why, sb_time, sb_mem);
         } else {
-            print_text(model, &mc, &s, &j, machine_note, (int)nodes, m.cores_per_node, m.mem_per_node, rpn,
-                       budget, &p, why);
+            print_text(model, &mc, &s, &j, machine_note, (int)nodes, m.cores_per_node,
+                       m.mem_per_node, rpn, budget, &p, why);
             if (ranks > p.useful_ranks) {
                 wq_cost_plan q;
                 int u = (int)p.useful_ranks;
                 if (wq_cost_run(&s, &j, &m, u, 1, (int)threads, rpn < u ? rpn : u, &q) == WQ_OK)
-                    printf("ranks     only %d of the %lld ranks are useful (%s); the rest would idle. "
-                           "Predicted time with %d ranks: %.0f s\n",
-                           u, (long long)ranks,
-                           j.algo == WQ_COST_RTN || j.algo == WQ_COST_HQQ
-                               ? "one tensor per rank at most"
-                               : j.algo == WQ_COST_GPTQ ? "calibration sequences or 128-row tiles of the widest linear"
-                                                        : "calibration sequences or linears per block",
-                           u, q.seconds);
+                    printf(
+                        "ranks     only %d of the %lld ranks are useful (%s); the rest would idle. "
+                        "Predicted time with %d ranks: %.0f s\n",
+                        u, (long long)ranks,
+                        j.algo == WQ_COST_RTN || j.algo == WQ_COST_HQQ
+                            ? "one tensor per rank at most"
+                        : j.algo == WQ_COST_GPTQ
+                            ? "calibration sequences or 128-row tiles of the widest linear"
+                            : "calibration sequences or linears per block",
+                        u, q.seconds);
             } else {
                 printf("ranks     up to %lld ranks add parallelism\n", (long long)p.useful_ranks);
             }
             printf("\n#!/bin/bash\n");
             printf("#SBATCH --job-name=wq-%s          # %%x in log names\n", algo_label(&j));
-            printf("#SBATCH --nodes=%lld                  # wquant plan: %lld rank(s) on %lld node(s)\n",
+            printf("#SBATCH --nodes=%lld                  # wquant plan: %lld rank(s) on %lld "
+                   "node(s)\n",
                    (long long)nodes, (long long)ranks, (long long)nodes);
             printf("#SBATCH --ntasks-per-node=%d         # MPI ranks per node\n", rpn);
             printf("#SBATCH --cpus-per-task=%lld          # OpenBLAS threads per rank (results are "
                    "bit-identical at a fixed count)\n",
                    (long long)threads);
-            printf("#SBATCH --mem=%.0fG                  # %d x peak %s per rank + 15%%\n", sb_mem, rpn,
-                   wq_cost_fmt_bytes(p.mem.total, (char[32]){0}, 32));
-            printf("#SBATCH --time=%s            # predicted %.0f s x 1.5 + 10 min\n", sb_time, p.seconds);
+            printf("#SBATCH --mem=%.0fG                  # %d x peak %s per rank + 15%%\n", sb_mem,
+                   rpn, wq_cost_fmt_bytes(p.mem.total, (char[32]){0}, 32));
+            printf("#SBATCH --time=%s            # predicted %.0f s x 1.5 + 10 min\n", sb_time,
+                   p.seconds);
             printf("#SBATCH --output=logs/%%x-%%j.out\n");
         }
     }

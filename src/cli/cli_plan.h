@@ -1,6 +1,6 @@
-/* cli_plan.h: what `wquant plan` and `wquant quantize` share: the machine file (measured constants),
- * and the translation of a model config and a wquant config into the cost model's inputs
- * (dist_cost.h). Layer: cli. */
+/* cli_plan.h: what `wquant plan` and `wquant quantize` share: the machine file (measured
+ * constants), and the translation of a model config and a wquant config into the cost model's
+ * inputs (dist_cost.h). Layer: cli. */
 #ifndef WQ_CLI_PLAN_H
 #define WQ_CLI_PLAN_H
 
@@ -16,14 +16,16 @@
 void wq_cli_machine_default_path(char *buf, size_t n);
 
 /* Rank 0 reads `path` (NULL: the default path) and broadcasts; every rank gets the same constants.
- * A missing file gives the defaults (*measured = 0) unless `required`; unknown keys and non-positive
- * values are errors naming the key. Collective. */
-wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_machine *m, int *measured);
+ * A missing file gives the defaults (*measured = 0) unless `required`; unknown keys and
+ * non-positive values are errors naming the key. Collective. */
+wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_machine *m,
+                              int *measured);
 /* Writes the constants as JSON (creating the parent directory). Not collective. */
 wq_status wq_cli_machine_save(const char *path, const wq_machine *m);
 
 /* Measures the constants on this machine (every rank takes part in the network measurement; rank 0
- * measures the rest and broadcasts). scratch_dir: where to write the file-system probe. Collective. */
+ * measures the rest and broadcasts). scratch_dir: where to write the file-system probe. Collective.
+ */
 wq_status wq_cli_calibrate(wq_dist *d, const char *scratch_dir, wq_machine *m);
 
 void wq_cli_cost_shape(const wq_model_cfg *mc, int src_bytes, wq_cost_shape *s);

@@ -516,9 +516,10 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         getrusage(RUSAGE_SELF, &ru);
         double peak_mb = (double)ru.ru_maxrss / 1024.0; /* max over ranks */
         wq_dist_allreduce_max_f64(d, &peak_mb, 1);
+        /* t0 starts after MPI init: the prediction without the startup term */
         WQ_LOG_ROOT("wrote %s in %.2f s (predicted %.2f s); peak RSS %.1f MiB per rank (max over "
                     "ranks; predicted %.1f MiB)",
-                    out, wq_cli_now() - t0, cp.seconds, peak_mb, cp.mem.total / 1048576.0);
+                    out, wq_cli_now() - t0, cp.seconds - cp.t_startup, peak_mb, cp.mem.total / 1048576.0);
     } else if (wq_dist_rank(d) == 0)
         fprintf(stderr, "wquant quantize: failed (%s); no container written at %s\n",
                 wq_status_str(st), out);

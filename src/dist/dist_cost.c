@@ -22,11 +22,24 @@
 void wq_cost_machine_defaults(wq_machine *m)
 {
     /* a 2020s server core with AVX2/AVX-512 and one BLAS thread; see docs/planning.md */
-    *m = (wq_machine){.gemm_flops = 60e9, .dgemm_flops = 30e9, .fwd_flops = 45e9,
-                      .chol_flops = 25e9, .solve_flops = 20e9, .exact_rate = 150e6,
-                      .quant_rate = 300e6, .hqq_rate = 20e6, .mem_bw = 8e9, .touch_bw = 4e9,
-                      .fs_read_bw = 2e9, .fs_write_bw = 1e9, .fs_node_bw = 4e9, .net_bw = 5e9, .net_lat = 5e-6,
-                      .base_rss = 40.0 * 1048576.0, .startup = 0.3, .cores_per_node = 2,
+    *m = (wq_machine){.gemm_flops = 60e9,
+                      .dgemm_flops = 30e9,
+                      .fwd_flops = 45e9,
+                      .chol_flops = 25e9,
+                      .solve_flops = 20e9,
+                      .exact_rate = 150e6,
+                      .quant_rate = 300e6,
+                      .hqq_rate = 20e6,
+                      .mem_bw = 8e9,
+                      .touch_bw = 4e9,
+                      .fs_read_bw = 2e9,
+                      .fs_write_bw = 1e9,
+                      .fs_node_bw = 4e9,
+                      .net_bw = 5e9,
+                      .net_lat = 5e-6,
+                      .base_rss = 40.0 * 1048576.0,
+                      .startup = 0.3,
+                      .cores_per_node = 2,
                       .mem_per_node = 16.0 * 1073741824.0};
 }
 
@@ -53,7 +66,8 @@ int64_t wq_cost_block_linear_params(const wq_cost_shape *s)
     lin L[7];
     int64_t in_of[4], n = 0;
     linears(s, L, in_of);
-    for (int i = 0; i < 7; i++) n += L[i].rows * L[i].cols;
+    for (int i = 0; i < 7; i++)
+        n += L[i].rows * L[i].cols;
     return n;
 }
 
@@ -86,9 +100,9 @@ double wq_cost_qlinear_bytes(int64_t rows, int64_t cols, const wq_cost_job *j)
     const int npw = 32 / (j->bits > 0 ? j->bits : 4); /* codes per packed int32 (3 bits: 10) */
     const int64_t ng = ngroups_of(cols, j);
     double b = (double)rows * (double)((cols + npw - 1) / npw) * 4.0; /* qweight */
-    b += (double)(ng * rows) * 4.0;                                    /* scales (f32) */
-    b += (double)ng * (double)((rows + npw - 1) / npw) * 4.0;           /* qzeros */
-    if (j->algo == WQ_COST_HQQ) b += (double)(ng * rows) * 4.0;         /* real zero points */
+    b += (double)(ng * rows) * 4.0;                                   /* scales (f32) */
+    b += (double)ng * (double)((rows + npw - 1) / npw) * 4.0;         /* qzeros */
+    if (j->algo == WQ_COST_HQQ) b += (double)(ng * rows) * 4.0;       /* real zero points */
     return b;
 }
 
@@ -107,7 +121,8 @@ static double fs_rate(const wq_machine *m, double per_rank, int sharing)
 static double allreduce_s(const wq_machine *m, double bytes, int D)
 {
     if (D <= 1) return 0.0;
-    return 2.0 * bytes * (double)(D - 1) / (double)D / m->net_bw + ceil(log2((double)D)) * m->net_lat;
+    return 2.0 * bytes * (double)(D - 1) / (double)D / m->net_bw +
+           ceil(log2((double)D)) * m->net_lat;
 }
 
 static double quant_s(const wq_cost_job *j, const wq_machine *m, double weights)
@@ -137,8 +152,10 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
     const double fwd_local = wq_cost_forward_flops(s, nl, T);
     /* every stage rank loads the whole block (converted to f32) */
     o->bytes_read = (double)wq_cost_block_params(s) * s->src_bytes;
-    o->t_load = o->bytes_read / fs_rate(m, m->fs_read_bw, sharing) + (double)wq_cost_block_params(s) * 4.0 / m->touch_bw;
-    for (int i = 0; i < 7; i++) o->bytes_written += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
+    o->t_load = o->bytes_read / fs_rate(m, m->fs_read_bw, sharing) +
+                (double)wq_cost_block_params(s) * 4.0 / m->touch_bw;
+    for (int i = 0; i < 7; i++)
+        o->bytes_written += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
     o->t_write = o->bytes_written / m->fs_write_bw;
 
     switch (j->algo) {
@@ -153,7 +170,8 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
         o->flops_fwd = (groups + 1) * o->flops_fwd1;
         o->t_fwd = (groups + 1) * fwd_local / fwd_rate;
         for (int k = 0; k < 4; k++) {
-            const double in = (double)in_of[k], pan = (double)(in_of[k] < WQ_HESS_PANEL ? in_of[k] : WQ_HESS_PANEL);
+            const double in = (double)in_of[k],
+                         pan = (double)(in_of[k] < WQ_HESS_PANEL ? in_of[k] : WQ_HESS_PANEL);
             const double tri = in * (in + 1) / 2;
             o->flops_hess += (double)(n * T) * in * (in + pan);
             o->exact_values += (double)n * tri;
@@ -161,7 +179,7 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
                          (double)nl * tri / m->exact_rate + (double)(nl * T) * in * 8.0 / m->mem_bw;
             o->t_hess += 16.0 * tri / m->touch_bw; /* fresh accumulators */
             o->bytes_reduced += 16.0 * tri;
-            o->t_reduce += allreduce_s(m, 16.0 * tri, D) + (D > 1 ? tri / m->exact_rate : 0.0);
+            o->t_reduce += allreduce_s(m, 16.0 * tri, D) + (D > 1 ? 48.0 * tri / m->mem_bw : 0.0) /* 128-bit adds */;
         }
         const double tile = (double)WQ_GPTQ_ROW_TILE;
         for (int i = 0; i < 7; i++) {
@@ -188,13 +206,15 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
         o->t_fwd = n_fwd * fwd_local / fwd_rate;
         double fq = 0, loss_local = 0, loss = 0; /* fake-quant weights; layer-loss flops */
         if (j->awq_scale) {
-            fq += WQ_AWQ_N_SCALE_RATIOS * (double)(L[0].rows * L[0].cols + L[1].rows * L[1].cols +
-                                                  L[2].rows * L[2].cols + 2 * L[4].rows * L[4].cols);
+            fq +=
+                WQ_AWQ_N_SCALE_RATIOS * (double)(L[0].rows * L[0].cols + L[1].rows * L[1].cols +
+                                                 L[2].rows * L[2].cols + 2 * L[4].rows * L[4].cols);
             if (!j->awq_folding) /* self tuples o_proj and down_proj: layer-output losses */
                 for (int i = 3; i < 7; i += 3) {
                     fq += WQ_AWQ_N_SCALE_RATIOS * (double)(L[i].rows * L[i].cols);
                     loss += WQ_AWQ_N_SCALE_RATIOS * 2.0 * (double)(n * T * L[i].rows * L[i].cols);
-                    loss_local += WQ_AWQ_N_SCALE_RATIOS * 2.0 * (double)(nl * T * L[i].rows * L[i].cols);
+                    loss_local +=
+                        WQ_AWQ_N_SCALE_RATIOS * 2.0 * (double)(nl * T * L[i].rows * L[i].cols);
                 }
         }
         if (j->awq_clip)
@@ -209,7 +229,8 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
         o->t_grid = loss_local / blas_rate(m->gemm_flops, threads) + 2.0 * fq / m->quant_rate;
         o->t_quant = quant_s(j, m, pb_lin) / (D < 7 ? D : 7);
         o->exact_values = (double)n * T * (double)(in_of[0] * 2 + in_of[1] + in_of[3]);
-        for (int k = 0; k < 4; k++) o->t_reduce += allreduce_s(m, 16.0 * (double)in_of[k], D);
+        for (int k = 0; k < 4; k++)
+            o->t_reduce += allreduce_s(m, 16.0 * (double)in_of[k], D);
         break;
     }
     case WQ_COST_AUTOROUND:
@@ -220,15 +241,16 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
         const int64_t bs = j->ar_batch > 0 ? j->ar_batch : 8, bl = (bs + D - 1) / D;
         o->flops_ar = (double)it * 3.0 * wq_cost_forward_flops(s, bs, T);
         o->flops_fwd = 2.0 * o->flops_fwd1; /* fp inputs/targets + quantized outputs */
-        o->t_fwd = 2.0 * fwd_local / fwd_rate + (double)it * 3.0 * wq_cost_forward_flops(s, bl, T) / fwd_rate;
+        o->t_fwd = 2.0 * fwd_local / fwd_rate +
+                   (double)it * 3.0 * wq_cost_forward_flops(s, bl, T) / fwd_rate;
         o->t_reduce = (double)it * allreduce_s(m, 16.0 * pb_lin, D);
         o->quant_weights = (double)it * pb_lin + pb_lin;
         o->t_quant = ((double)it * pb_lin + pb_lin) / m->quant_rate;
         break;
     }
     }
-    o->t_total = o->t_load + o->t_fwd + o->t_hess + o->t_reduce + o->t_prep + o->t_solve + o->t_grid +
-                 o->t_quant + o->t_write;
+    o->t_total = o->t_load + o->t_fwd + o->t_hess + o->t_reduce + o->t_prep + o->t_solve +
+                 o->t_grid + o->t_quant + o->t_write;
     return WQ_OK;
 }
 
@@ -246,7 +268,8 @@ static void mem_take(wq_cost_mem *o, const char *phase, double acts, double weig
 }
 
 /* One tensor through the rounds (RTN/HQQ quantize, or a raw copy). */
-static double item_mem(const wq_cost_job *j, int64_t rows, int64_t cols, int quantized, int src_bytes)
+static double item_mem(const wq_cost_job *j, int64_t rows, int64_t cols, int quantized,
+                       int src_bytes)
 {
     const double numel = (double)rows * (double)cols;
     if (!quantized) return numel * src_bytes;
@@ -287,8 +310,12 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
     const double acts = (double)(nl * T * s->d) * 4.0;
     mem_take(o, "embedding", acts, 0, 0, (double)(s->vocab * s->d) * 4.0);
     const double wblock = (double)wq_cost_block_params(s) * 4.0;
-    wq_model_cfg mc = {.hidden_size = s->d, .intermediate_size = s->F, .n_heads = s->n_heads,
-                       .n_kv_heads = s->n_kv_heads, .head_dim = s->head_dim, .vocab_size = s->vocab,
+    wq_model_cfg mc = {.hidden_size = s->d,
+                       .intermediate_size = s->F,
+                       .n_heads = s->n_heads,
+                       .n_kv_heads = s->n_kv_heads,
+                       .head_dim = s->head_dim,
+                       .vocab_size = s->vocab,
                        .n_layers = s->n_layers};
     const double fws = (double)wq_kern_block_workspace_bytes(&mc, T) + (double)(T * s->d) * 4.0;
     const double cap_all = (double)(T * (in_of[0] + in_of[1] + in_of[2] + in_of[3])) * 4.0;
@@ -297,7 +324,8 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
         const int seq = j->true_sequential;
         const int grp_first[4] = {0, 3, 4, 6}, grp_end[4] = {3, 4, 6, 7};
         double acc_all = 0;
-        for (int k = 0; k < 4; k++) acc_all += 16.0 * (double)in_of[k] * (double)(in_of[k] + 1) / 2.0;
+        for (int k = 0; k < 4; k++)
+            acc_all += 16.0 * (double)in_of[k] * (double)(in_of[k] + 1) / 2.0;
         const double tile = (double)WQ_GPTQ_ROW_TILE;
         for (int g = 0; g < (seq ? 4 : 1); g++) {
             int k = seq ? L[grp_first[g]].input : 3;
@@ -313,7 +341,7 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
                 const double r = (double)L[i].rows, c = (double)L[i].cols;
                 const double ng = (double)ngroups_of(L[i].cols, j);
                 const double rl = fmin(r, ceil(ceil(r / tile) / D) * tile), tm = fmin(tile, rl);
-                double st = 8.0 * c * c + 4.0 * c * c;                 /* H (double) + U (float) */
+                double st = 8.0 * c * c + 4.0 * c * c;                  /* H (double) + U (float) */
                 st += 4.0 * r * c + r * c + 8.0 * r * ng;               /* Q, codes, scales+zeros */
                 st += 3.0 * 4.0 * c * tm + c * tm + 2.0 * 4.0 * c * tm; /* solve workspace */
                 st += r * c * j->bits / 8.0 + 4.0 * r * ng;             /* container packing */
@@ -324,10 +352,12 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
         /* captured inputs and fp outputs of every local sequence, a second copy of the linears */
         const double keep = (double)nl * (cap_all + (double)(T * s->d) * 4.0);
         double maxw = 0;
-        for (int i = 0; i < 7; i++) maxw = fmax(maxw, (double)(L[i].rows * L[i].cols));
+        for (int i = 0; i < 7; i++)
+            maxw = fmax(maxw, (double)(L[i].rows * L[i].cols));
         const double scratch = (maxw + (double)T * (double)s->F) * 4.0;
-        mem_take(o, "block pass (AWQ search)", acts, wblock + 4.0 * (double)wq_cost_block_linear_params(s),
-                 keep, fws + cap_all + scratch);
+        mem_take(o, "block pass (AWQ search)", acts,
+                 wblock + 4.0 * (double)wq_cost_block_linear_params(s), keep,
+                 fws + cap_all + scratch);
     } else {
         /* AutoRound/TEQ: fp inputs and targets kept, weights + gradients + Adam state (x4) */
         const double keep = 2.0 * acts;
@@ -336,13 +366,15 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
     }
 }
 
-/* ---- the whole run ----------------------------------------------------------------------------- */
+/* ---- the whole run -----------------------------------------------------------------------------
+ */
 
 /* Seconds of one tensor in the rounds. */
 static double item_seconds(const wq_cost_job *j, const wq_machine *m, double numel, int64_t rows,
                            int64_t cols, int quantized, int src_bytes, int sharing)
 {
-    const double rbw = fs_rate(m, m->fs_read_bw, sharing), wbw = m->fs_write_bw / (sharing > 1 ? sharing : 1);
+    const double rbw = fs_rate(m, m->fs_read_bw, sharing),
+                 wbw = m->fs_write_bw / (sharing > 1 ? sharing : 1);
     const double rd = numel * src_bytes / rbw;
     if (!quantized) return rd + numel * src_bytes / wbw;
     const double fresh = (numel * 4.0 + numel + numel * 0.5) / m->touch_bw; /* W, codes, packing */
@@ -373,19 +405,25 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     const double vd = (double)(s->vocab * s->d);
     sec[k++] = item_seconds(j, m, vd, s->vocab, s->d, 0, s->src_bytes, sharing);
     sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
-    sec[k++] = s->tied ? -1.0 /* no lm_head tensor */ : item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, s->src_bytes, sharing);
+    sec[k++] =
+        s->tied ? -1.0 /* no lm_head tensor */
+                : item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, s->src_bytes, sharing);
     for (int64_t b = 0; b < s->n_layers; b++) {
-        for (int i = 0; i < 2; i++) sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
+        for (int i = 0; i < 2; i++)
+            sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
         for (int i = 0; i < 7; i++)
             sec[k++] = calibrated ? -1.0
                                   : item_seconds(j, m, (double)(L[i].rows * L[i].cols), L[i].rows,
                                                  L[i].cols, 1, s->src_bytes, sharing);
         for (int i = 0; s->qkv_bias && i < 3; i++)
-            sec[k++] = item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, s->src_bytes, sharing);
+            sec[k++] =
+                item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, s->src_bytes, sharing);
     }
-    for (int64_t i = 0; i < n; i++) cost[i] = sec[i] < 0 ? -1 : (int64_t)(sec[i] * 1e9) + 1;
+    for (int64_t i = 0; i < n; i++)
+        cost[i] = sec[i] < 0 ? -1 : (int64_t)(sec[i] * 1e9) + 1;
     *n_items = 0;
-    for (int64_t i = 0; i < n; i++) *n_items += cost[i] > 0;
+    for (int64_t i = 0; i < n; i++)
+        *n_items += cost[i] > 0;
     WQ_TRY_GOTO(wq_dist_plan_items(cost, n, ranks, owner), st, done);
     {
         /* round r: every rank's r-th item */
@@ -395,7 +433,8 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
         for (;;) {
             double worst = -1;
             for (int r = 0; r < ranks; r++) {
-                while (next[r] < n && (owner[next[r]] != r || cost[next[r]] < 0)) next[r]++;
+                while (next[r] < n && (owner[next[r]] != r || cost[next[r]] < 0))
+                    next[r]++;
                 if (next[r] < n) {
                     worst = fmax(worst, sec[next[r]]);
                     next[r]++;
@@ -438,8 +477,10 @@ wq_status wq_cost_run(const wq_cost_shape *s, const wq_cost_job *j, const wq_mac
     int64_t in_of[4];
     linears(s, L, in_of);
     double qblock = 0;
-    for (int i = 0; i < 7; i++) qblock += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
-    const double raw = o->model_bytes - (double)(s->n_layers * wq_cost_block_linear_params(s)) * s->src_bytes;
+    for (int i = 0; i < 7; i++)
+        qblock += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
+    const double raw =
+        o->model_bytes - (double)(s->n_layers * wq_cost_block_linear_params(s)) * s->src_bytes;
     o->container_bytes = (double)s->n_layers * qblock + raw;
     o->bytes_written = o->container_bytes;
     o->bytes_read = o->model_bytes;
@@ -456,7 +497,7 @@ wq_status wq_cost_run(const wq_cost_shape *s, const wq_cost_job *j, const wq_mac
             int64_t t = (L[i].rows + WQ_GPTQ_ROW_TILE - 1) / WQ_GPTQ_ROW_TILE;
             if (t > max_tiles) max_tiles = t;
         }
-        o->useful_ranks = j->algo == WQ_COST_GPTQ ? (n > max_tiles ? n : max_tiles)
+        o->useful_ranks = j->algo == WQ_COST_GPTQ  ? (n > max_tiles ? n : max_tiles)
                           : j->algo == WQ_COST_AWQ ? (n > 7 ? n : 7)
                                                    : (j->ar_batch > 0 ? j->ar_batch : n);
         o->useful_ranks *= P;
@@ -490,27 +531,33 @@ wq_status wq_cost_choose(const wq_cost_shape *s, const wq_cost_job *j, const wq_
         if (p1.mem.acts > v) part = "activations", v = p1.mem.acts;
         if (p1.mem.weights > v) part = "block weights (f32)", v = p1.mem.weights;
         if (p1.mem.algo > v)
-            part = j->algo == WQ_COST_GPTQ ? "exact Hessian accumulators" : "algorithm state", v = p1.mem.algo;
-        if (p1.mem.transient > v) part = "working buffers of the largest step", v = p1.mem.transient;
+            part = j->algo == WQ_COST_GPTQ ? "exact Hessian accumulators" : "algorithm state",
+            v = p1.mem.algo;
+        if (p1.mem.transient > v)
+            part = "working buffers of the largest step", v = p1.mem.transient;
         snprintf(why, why_len,
                  "no grid fits the memory budget of %s per rank: the smallest need is %s per rank "
                  "(P=1, D=%d, at the %s), whose largest part is the %s (%s)",
-                 wq_cost_fmt_bytes(mem_budget, b1, sizeof b1), wq_cost_fmt_bytes(p1.mem.total, b2, sizeof b2),
-                 p1.D, p1.mem.phase, part, wq_cost_fmt_bytes(v, (char[32]){0}, 32));
+                 wq_cost_fmt_bytes(mem_budget, b1, sizeof b1),
+                 wq_cost_fmt_bytes(p1.mem.total, b2, sizeof b2), p1.D, p1.mem.phase, part,
+                 wq_cost_fmt_bytes(v, (char[32]){0}, 32));
         *out = p1;
         return WQ_ERR_ARG;
     }
     if (!calibrated)
-        snprintf(why, why_len, "%s needs no calibration: whole tensors are balanced over all %d "
-                               "rank(s) (longest first); no stages",
+        snprintf(why, why_len,
+                 "%s needs no calibration: whole tensors are balanced over all %d "
+                 "rank(s) (longest first); no stages",
                  j->algo == WQ_COST_RTN ? "RTN" : "HQQ", ranks);
     else if (best.P == 1)
-        snprintf(why, why_len, "P=1 x D=%d: blocks are sequential in the calibrated pass (each "
-                               "stage waits for the previous one), so extra stages only idle ranks, "
-                               "and the largest D gives the fewest sequences (%s of activations) per rank",
+        snprintf(why, why_len,
+                 "P=1 x D=%d: blocks are sequential in the calibrated pass (each "
+                 "stage waits for the previous one), so extra stages only idle ranks, "
+                 "and the largest D gives the fewest sequences (%s of activations) per rank",
                  best.D, wq_cost_fmt_bytes(best.mem.acts, b1, sizeof b1));
     else
-        snprintf(why, why_len, "P=%d x D=%d: the fastest grid within the memory budget", best.P, best.D);
+        snprintf(why, why_len, "P=%d x D=%d: the fastest grid within the memory budget", best.P,
+                 best.D);
     *out = best;
     return WQ_OK;
 }
@@ -519,7 +566,8 @@ const char *wq_cost_fmt_bytes(double b, char *buf, size_t n)
 {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     int i = 0;
-    while (fabs(b) >= 1024.0 && i < 5) b /= 1024.0, i++;
+    while (fabs(b) >= 1024.0 && i < 5)
+        b /= 1024.0, i++;
     snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
     return buf;
 }
