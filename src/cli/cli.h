@@ -11,6 +11,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d);
 int wq_cmd_inspect(int argc, char **argv, wq_dist *d);
 int wq_cmd_export(int argc, char **argv, wq_dist *d);
 int wq_cmd_synth(int argc, char **argv, wq_dist *d);
+int wq_cmd_plan(int argc, char **argv, wq_dist *d);
 int wq_cmd_eval(int argc, char **argv, wq_dist *d);
 int wq_cmd_generate(int argc, char **argv, wq_dist *d);
 
