@@ -25,6 +25,7 @@ static const struct {
     {"synth", wq_cmd_synth, "write a synthetic HF model with a real model's widths"},
     {"inspect", wq_cmd_inspect, "list the layers, settings and sizes of a container"},
     {"export", wq_cmd_export, "write a container as another format (safetensors-fp16, ...)"},
+    {"sweep", wq_cmd_sweep, "quantize + evaluate every point of a config sweep; table and plot"},
 };
 #define N_CMDS (int)(sizeof k_cmds / sizeof k_cmds[0])
 
