@@ -6,3 +6,6 @@ target_link_libraries(test_core_png PRIVATE ZLIB::ZLIB)
 wq_add_test(test_core_png LABELS unit)
 wq_add_script_test(test_e2e_sweep SCRIPT test_e2e_sweep.sh LABELS "e2e;mpi;io" TIMEOUT 600)
 set_tests_properties(test_e2e_sweep PROPERTIES PROCESSORS 2)
+# Packaging: cmake --install into a temporary prefix, the example built with find_package and with
+# pkg-config outside the source tree, run and checked against the RTN error bound.
+wq_add_script_test(test_install SCRIPT test_install.sh LABELS "unit;install" TIMEOUT 300)
