@@ -17,7 +17,8 @@ int main(void)
     int32_t *q = malloc(sizeof(int32_t) * ROWS * nw);
     if (!w || !back || !scales || !zeros || !q) return 1;
     /* W[r][c] = sin(0.1 * (r * COLS + c)) * (1 + r): a deterministic tensor anyone can recompute */
-    for (int i = 0; i < ROWS * COLS; i++) w[i] = (float)(sin(0.1 * i) * (1 + i / COLS));
+    for (int i = 0; i < ROWS * COLS; i++)
+        w[i] = (float)(sin(0.1 * i) * (1 + i / COLS));
     int st = wquant_rtn_quantize(w, ROWS, COLS, BITS, GROUP, 0, q, scales, zeros);
     if (st == 0) st = wquant_dequantize(q, scales, zeros, ROWS, COLS, BITS, GROUP, back);
     if (st != 0) {

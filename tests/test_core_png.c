@@ -48,12 +48,15 @@ static void deflate_should_inflate_with_zlib(void **state)
     enum { N = 70000 };
     uint8_t *buf = malloc(N);
     wq_test_rng s = {WQ_TEST_SEED};
-    for (size_t i = 0; i < N; i++) buf[i] = (uint8_t)(wq_test_next(&s) >> 56); /* literals */
+    for (size_t i = 0; i < N; i++)
+        buf[i] = (uint8_t)(wq_test_next(&s) >> 56); /* literals */
     check_roundtrip(buf, N, 0);
     check_roundtrip(buf, 1, 0);
-    for (size_t i = 0; i < N; i++) buf[i] = (uint8_t)((i / 300) % 7); /* long runs */
+    for (size_t i = 0; i < N; i++)
+        buf[i] = (uint8_t)((i / 300) % 7); /* long runs */
     check_roundtrip(buf, N, 0);
-    for (size_t i = 0; i < N; i++) buf[i] = (uint8_t)((i % 801) * 7 % 13); /* repeated rows */
+    for (size_t i = 0; i < N; i++)
+        buf[i] = (uint8_t)((i % 801) * 7 % 13); /* repeated rows */
     check_roundtrip(buf, N, 801);
     check_roundtrip(buf, 0, 801);
     free(buf);
@@ -70,7 +73,8 @@ static void png_should_have_valid_chunks_and_decode_to_the_pixels(void **state)
     enum { W = 37, H = 23 };
     uint8_t pix[W * H];
     const uint8_t pal[9] = {255, 255, 255, 0, 0, 0, 200, 10, 10};
-    for (int i = 0; i < W * H; i++) pix[i] = (uint8_t)((i % W) > 20 ? 2 : (i / W) % 2);
+    for (int i = 0; i < W * H; i++)
+        pix[i] = (uint8_t)((i % W) > 20 ? 2 : (i / W) % 2);
     uint8_t *png = NULL;
     size_t n = 0;
     assert_int_equal(wq_png_encode_indexed(pix, W, H, pal, 3, &png, &n), WQ_OK);
@@ -118,7 +122,8 @@ static void ticks_should_be_round_numbers_inside_the_range(void **state)
     /* range 1.54 / 6 = 0.26 -> step 0.2: 4.2, 4.4, ..., 5.4 */
     assert_int_equal(n, 7);
     assert_int_equal(dec, 1);
-    for (int i = 0; i < n; i++) assert_float_equal(t[i], 4.2 + 0.2 * i, 1e-9);
+    for (int i = 0; i < n; i++)
+        assert_float_equal(t[i], 4.2 + 0.2 * i, 1e-9);
     n = wq_plot_nice_ticks(0, 1000, 5, t, &dec);
     assert_int_equal(n, 6);
     assert_int_equal(dec, 0);
@@ -129,14 +134,20 @@ static void plot_should_render_markers_in_series_colours(void **state)
 {
     (void)state;
     wq_plot_point pts[2] = {{4.0, 10.0, 0}, {5.0, 5.0, 1}};
-    wq_plot_spec s = {.title = "t", .xlabel = "x", .ylabel = "y", .series_names = {"rtn", "gptq"},
-                      .n_series = 2, .pts = pts, .n_pts = 2};
+    wq_plot_spec s = {.title = "t",
+                      .xlabel = "x",
+                      .ylabel = "y",
+                      .series_names = {"rtn", "gptq"},
+                      .n_series = 2,
+                      .pts = pts,
+                      .n_pts = 2};
     uint8_t *pix = NULL;
     int w, h, seen[WQ_PLOT_N_COLORS] = {0};
     assert_int_equal(wq_plot_render(&s, &pix, &w, &h), WQ_OK);
     assert_int_equal(w, 800);
     assert_int_equal(h, 560);
-    for (int i = 0; i < w * h; i++) seen[pix[i]]++;
+    for (int i = 0; i < w * h; i++)
+        seen[pix[i]]++;
     assert_true(seen[4] > 40 && seen[5] > 40); /* both markers and their legend entries */
     assert_int_equal(seen[6], 0);              /* no third series */
     wq_free(pix);
@@ -148,7 +159,8 @@ static const char *k_sweep =
     "{\"base\": {\"rtn\": {\"global\": {\"bits\": 4, \"use_sym\": false}}}, \"model\": \"m\","
     " \"eval\": {\"text\": \"dir/tiny.txt\", \"range\": \"1:5\"},"
     " \"algorithm_params\": {\"gptq\": {\"act_order\": true}},"
-    " \"axes\": {\"algorithm\": [\"rtn\", \"gptq\"], \"bits\": [4, 3, 2], \"group_size\": [32, 64]}}";
+    " \"axes\": {\"algorithm\": [\"rtn\", \"gptq\"], \"bits\": [4, 3, 2], \"group_size\": [32, "
+    "64]}}";
 
 static void sweep_should_enumerate_the_product_last_axis_fastest(void **state)
 {
@@ -192,12 +204,16 @@ static void sweep_should_reject_bad_files_naming_the_key(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "{\"model\": \"m\", \"eval\": {\"text\": \"t\"}}",                         /* no base */
-        "{\"base\": \"c.json\", \"eval\": {\"text\": \"t\"}}",                      /* no model */
-        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": {\"bits\": []}}",
-        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": {\"bits\": [4, 4]}}",
-        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": {\"algorithm\": [\"foo\"]}}",
-        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\", \"protocol\": \"x\"}}",
+        "{\"model\": \"m\", \"eval\": {\"text\": \"t\"}}",     /* no base */
+        "{\"base\": \"c.json\", \"eval\": {\"text\": \"t\"}}", /* no model */
+        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": "
+        "{\"bits\": []}}",
+        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": "
+        "{\"bits\": [4, 4]}}",
+        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"axes\": "
+        "{\"algorithm\": [\"foo\"]}}",
+        "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\", \"protocol\": "
+        "\"x\"}}",
         "{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"}, \"colour\": 1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -207,8 +223,11 @@ static void sweep_should_reject_bad_files_naming_the_key(void **state)
     }
     /* a base given as a path; an axis value the config rejects fails at point construction */
     wq_sweep *s = NULL;
-    assert_int_equal(wq_sweep_parse("{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"},"
-                                    " \"axes\": {\"bits\": [4, 9]}}", "b.json", &s), WQ_OK);
+    assert_int_equal(
+        wq_sweep_parse("{\"base\": \"c.json\", \"model\": \"m\", \"eval\": {\"text\": \"t\"},"
+                       " \"axes\": {\"bits\": [4, 9]}}",
+                       "b.json", &s),
+        WQ_OK);
     assert_string_equal(wq_sweep_base_path(s), "c.json");
     assert_int_equal(wq_sweep_set_base(s, "{\"rtn\": {}}", "c.json"), WQ_OK);
     wq_sweep_point p;

@@ -11,9 +11,15 @@
 #include "wq_status.h"
 #include "wq_version.h"
 
-const char *wquant_version(void) { return WQ_VERSION_STRING; }
+const char *wquant_version(void)
+{
+    return WQ_VERSION_STRING;
+}
 
-const char *wquant_status_string(int status) { return wq_status_str((wq_status)status); }
+const char *wquant_status_string(int status)
+{
+    return wq_status_str((wq_status)status);
+}
 
 int64_t wquant_group_size(int64_t cols, int64_t group_size)
 {
@@ -67,7 +73,8 @@ int wquant_dequantize(const int32_t *qweight, const float *scales, const float *
     uint8_t *codes = wq_malloc((size_t)(rows * cols));
     if (!codes) return WQ_ERR_NOMEM;
     wq_kern_unpack_qweight_native(qweight, rows, cols, bits, codes);
-    const int64_t g = wquant_group_size(cols, group_size), ng = wquant_groups_per_row(cols, group_size);
+    const int64_t g = wquant_group_size(cols, group_size),
+                  ng = wquant_groups_per_row(cols, group_size);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) {
             const int64_t k = r * ng + c / g;

@@ -11,7 +11,7 @@ typedef struct {
     const char *model;     /* HF model directory (config, tokenizer, weights) */
     const char *quantized; /* container, or NULL for the fp weights */
     const char *text;
-    const char *protocol;  /* "stories" or "windows" */
+    const char *protocol;           /* "stories" or "windows" */
     int64_t range_begin, range_end; /* stories [begin, end); end -1 = all */
     int64_t windows, seqlen, stages;
 } wq_cli_eval_req;

@@ -122,8 +122,9 @@ static wq_status run_point(wq_dist *d, const sweep_ctx *c, int64_t index)
     st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_dist_bcast(d, 0, &skip, sizeof skip);
     if (st != WQ_OK || skip) {
-        if (skip) WQ_LOG_ROOT("sweep point %lld/%lld %s: finished, skipping", (long long)index + 1,
-                              (long long)wq_sweep_count(c->sw), p.name);
+        if (skip)
+            WQ_LOG_ROOT("sweep point %lld/%lld %s: finished, skipping", (long long)index + 1,
+                        (long long)wq_sweep_count(c->sw), p.name);
         wq_sweep_point_free(&p);
         return st;
     }
@@ -131,8 +132,9 @@ static wq_status run_point(wq_dist *d, const sweep_ctx *c, int64_t index)
                 (long long)wq_sweep_count(c->sw), p.name);
     char stages[32];
     snprintf(stages, sizeof stages, "%lld", (long long)wq_sweep_stages(c->sw));
-    char *qargv[] = {"wquant", "quantize", "--model", (char *)wq_sweep_model(c->sw), "--config",
-                     cfg_path, "--out", h5, "--stages", stages, "--quiet", NULL};
+    char *qargv[] = {"wquant",   "quantize", "--model", (char *)wq_sweep_model(c->sw),
+                     "--config", cfg_path,   "--out",   h5,
+                     "--stages", stages,     "--quiet", NULL};
     double t0 = wq_cli_now();
     int rc = wq_cmd_quantize((int)(sizeof qargv / sizeof qargv[0]) - 1, qargv, d);
     double tq = wq_cli_now() - t0;
@@ -152,13 +154,16 @@ static wq_status run_point(wq_dist *d, const sweep_ctx *c, int64_t index)
     double ppl[WQ_SWEEP_MAX_EVALS] = {0}, te = 0;
     for (int i = 0; st == WQ_OK && i < wq_sweep_n_evals(c->sw); i++) {
         const wq_sweep_eval *e = wq_sweep_eval_at(c->sw, i);
-        wq_cli_eval_req rq = {wq_sweep_model(c->sw), h5, e->text, e->protocol, e->range_begin,
-                              e->range_end, e->windows, e->seqlen, wq_sweep_stages(c->sw)};
+        wq_cli_eval_req rq = {wq_sweep_model(c->sw), h5,           e->text,    e->protocol,
+                              e->range_begin,        e->range_end, e->windows, e->seqlen,
+                              wq_sweep_stages(c->sw)};
         wq_cli_eval_res res;
         st = wq_cli_eval_ppl(d, &rq, &res);
         ppl[i] = res.ppl;
         te += res.seconds;
-        if (st == WQ_OK) WQ_LOG_ROOT("sweep point %lld %s: %s ppl %.10g", (long long)index, p.name, e->name, res.ppl);
+        if (st == WQ_OK)
+            WQ_LOG_ROOT("sweep point %lld %s: %s ppl %.10g", (long long)index, p.name, e->name,
+                        res.ppl);
     }
     if (st == WQ_OK && rank == 0) {
         cJSON *o = cJSON_CreateObject();
@@ -184,13 +189,15 @@ static wq_status run_point(wq_dist *d, const sweep_ctx *c, int64_t index)
     return st;
 }
 
-/* ---- collect ---------------------------------------------------------------------------------- */
+/* ---- collect ----------------------------------------------------------------------------------
+ */
 
 /* Axes shown in their own columns (the fixed columns already show algorithm, dtype, bits, group
  * size and sym). */
 static int extra_axis(const char *key)
 {
-    static const char *const fixed[] = {"algorithm", "algo", "dtype", "bits", "group_size", "use_sym", "sym"};
+    static const char *const fixed[] = {"algorithm",  "algo",    "dtype", "bits",
+                                        "group_size", "use_sym", "sym"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(key, fixed[i]) == 0) return 0;
     return 1;
@@ -257,8 +264,10 @@ static wq_status collect(const sweep_ctx *c)
     sb_printf(&csv, ",quantize_seconds,eval_seconds,container\n");
     sb_printf(&md, " | quantize s | eval s | container |\n|");
     int ncols = 10 + ne;
-    for (int a = 0; a < na; a++) ncols += extra_axis(wq_sweep_axis_key(sw, a));
-    for (int k = 0; k < ncols; k++) sb_printf(&md, " --- |");
+    for (int a = 0; a < na; a++)
+        ncols += extra_axis(wq_sweep_axis_key(sw, a));
+    for (int k = 0; k < ncols; k++)
+        sb_printf(&md, " --- |");
     sb_printf(&md, "\n");
     for (int64_t i = 0; i < n && st == WQ_OK; i++) {
         wq_sweep_point p;
@@ -291,7 +300,8 @@ static wq_status collect(const sweep_ctx *c)
         sb_printf(&md, " | %.4f", bpw);
         const cJSON *po = cJSON_GetObjectItemCaseSensitive(r, "ppl");
         for (int k = 0; k < ne; k++) {
-            double v = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(po, wq_sweep_eval_at(sw, k)->name));
+            double v = cJSON_GetNumberValue(
+                cJSON_GetObjectItemCaseSensitive(po, wq_sweep_eval_at(sw, k)->name));
             sb_printf(&csv, ",%.10g", v);
             sb_printf(&md, " | %.10g", v);
             if (k == 0) pts[i] = (wq_plot_point){bpw, v, (int)p.cfg.algo};
@@ -323,9 +333,15 @@ static wq_status collect(const sweep_ctx *c)
         char ylabel[128], title[160];
         snprintf(ylabel, sizeof ylabel, "ppl %s", wq_sweep_eval_at(sw, 0)->name);
         snprintf(title, sizeof title, "perplexity vs bits per weight (%lld points)", (long long)n);
-        wq_plot_spec ps = {.title = title, .xlabel = "bits per weight", .ylabel = ylabel,
-                           .n_series = WQ_ALGO_COUNT, .pts = pts, .n_pts = (int)n, .y_log = -1};
-        for (int a = 0; a < WQ_ALGO_COUNT; a++) ps.series_names[a] = wq_algo_name((wq_algo)a);
+        wq_plot_spec ps = {.title = title,
+                           .xlabel = "bits per weight",
+                           .ylabel = ylabel,
+                           .n_series = WQ_ALGO_COUNT,
+                           .pts = pts,
+                           .n_pts = (int)n,
+                           .y_log = -1};
+        for (int a = 0; a < WQ_ALGO_COUNT; a++)
+            ps.series_names[a] = wq_algo_name((wq_algo)a);
         snprintf(path, sizeof path, "%s/ppl_vs_bpw.png", c->out);
         st = wq_plot_write_png(&ps, path);
     }
@@ -340,7 +356,8 @@ static wq_status collect(const sweep_ctx *c)
     return st;
 }
 
-/* ---- command ---------------------------------------------------------------------------------- */
+/* ---- command ----------------------------------------------------------------------------------
+ */
 
 /* Reads and parses the sweep file and its base config on every rank; validates every point.
  * Collective. */
@@ -385,8 +402,10 @@ static wq_status load_sweep(wq_dist *d, const char *path, const char *out_opt, s
 int wq_cmd_sweep(int argc, char **argv, wq_dist *d)
 {
     wq_opt opts[] = {
-        {"out", WQ_OPT_VALUE, "DIR", "output directory (default: the file's \"out\", else runs/sweep-<stem>)"},
-        {"point", WQ_OPT_VALUE, "I", "run only point I (0-based; e.g. $SLURM_ARRAY_TASK_ID), no table"},
+        {"out", WQ_OPT_VALUE, "DIR",
+         "output directory (default: the file's \"out\", else runs/sweep-<stem>)"},
+        {"point", WQ_OPT_VALUE, "I",
+         "run only point I (0-based; e.g. $SLURM_ARRAY_TASK_ID), no table"},
         {"collect", WQ_OPT_FLAG, NULL, "only build the table and plot from finished points"},
         {"list", WQ_OPT_FLAG, NULL, "print the points (index and name) and their count"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
@@ -397,11 +416,12 @@ int wq_cmd_sweep(int argc, char **argv, wq_dist *d)
     if (wq_cli_parse(argc, argv, 2, opts, pos, 1, &n_pos) != 0) return 2;
     if (wq_cli_opt(opts, "help")->count) {
         if (rank == 0)
-            wq_cli_print_help("wquant sweep FILE.json [--out DIR] [--point I | --collect | --list]",
-                              "Quantizes and evaluates every combination of the sweep file's axes "
-                              "(docs/sweep.md), skipping\nfinished points, then writes results.csv, "
-                              "results.md and ppl_vs_bpw.png into the output directory.",
-                              opts);
+            wq_cli_print_help(
+                "wquant sweep FILE.json [--out DIR] [--point I | --collect | --list]",
+                "Quantizes and evaluates every combination of the sweep file's axes "
+                "(docs/sweep.md), skipping\nfinished points, then writes results.csv, "
+                "results.md and ppl_vs_bpw.png into the output directory.",
+                opts);
         return 0;
     }
     int modes = (wq_cli_opt(opts, "point")->value != NULL) + wq_cli_opt(opts, "collect")->count +

@@ -80,13 +80,15 @@ typedef struct {
 
 static void px(canvas *c, int x, int y, int col)
 {
-    if (x >= 0 && y >= 0 && x < c->w && y < c->h) c->p[(size_t)y * (size_t)c->w + (size_t)x] = (uint8_t)col;
+    if (x >= 0 && y >= 0 && x < c->w && y < c->h)
+        c->p[(size_t)y * (size_t)c->w + (size_t)x] = (uint8_t)col;
 }
 
 static void rect(canvas *c, int x0, int y0, int x1, int y1, int col) /* inclusive, filled */
 {
     for (int y = y0; y <= y1; y++)
-        for (int x = x0; x <= x1; x++) px(c, x, y, col);
+        for (int x = x0; x <= x1; x++)
+            px(c, x, y, col);
 }
 
 static void line(canvas *c, int x0, int y0, int x1, int y1, int col) /* Bresenham */
@@ -120,7 +122,10 @@ static void text(canvas *c, int x, int y, const char *t, int s, int col, int ver
     }
 }
 
-static int text_w(const char *t, int s) { return (int)strlen(t) * 6 * s - s; }
+static int text_w(const char *t, int s)
+{
+    return (int)strlen(t) * 6 * s - s;
+}
 
 /* Marker `shape` (0..7) of radius r centred at (x, y). */
 static void marker(canvas *c, int x, int y, int shape, int col)
@@ -130,20 +135,37 @@ static void marker(canvas *c, int x, int y, int shape, int col)
         for (int dx = -r; dx <= r; dx++) {
             int ax = abs(dx), ay = abs(dy), on = 0;
             switch (shape % 8) {
-            case 0: on = dx * dx + dy * dy <= r * r; break;                      /* disc */
-            case 1: on = ax <= r - 1 && ay <= r - 1; break;                      /* square */
-            case 2: on = dy >= -r && 2 * ax <= dy + r; break;                    /* triangle up */
-            case 3: on = ax + ay <= r; break;                                    /* diamond */
-            case 4: on = dy <= r && 2 * ax <= r - dy; break;                     /* triangle down */
-            case 5: on = abs(ax - ay) <= 1; break;                               /* x */
-            case 6: on = ax <= 1 || ay <= 1; break;                              /* plus */
-            default: on = dx * dx + dy * dy <= r * r && dx * dx + dy * dy >= (r - 2) * (r - 2); /* ring */
+            case 0:
+                on = dx * dx + dy * dy <= r * r;
+                break; /* disc */
+            case 1:
+                on = ax <= r - 1 && ay <= r - 1;
+                break; /* square */
+            case 2:
+                on = dy >= -r && 2 * ax <= dy + r;
+                break; /* triangle up */
+            case 3:
+                on = ax + ay <= r;
+                break; /* diamond */
+            case 4:
+                on = dy <= r && 2 * ax <= r - dy;
+                break; /* triangle down */
+            case 5:
+                on = abs(ax - ay) <= 1;
+                break; /* x */
+            case 6:
+                on = ax <= 1 || ay <= 1;
+                break; /* plus */
+            default:
+                on =
+                    dx * dx + dy * dy <= r * r && dx * dx + dy * dy >= (r - 2) * (r - 2); /* ring */
             }
             if (on) px(c, x + dx, y + dy, col);
         }
 }
 
-/* ---- ticks ------------------------------------------------------------------------------------ */
+/* ---- ticks ------------------------------------------------------------------------------------
+ */
 
 int wq_plot_nice_ticks(double lo, double hi, int target, double *ticks, int *decimals)
 {
@@ -179,12 +201,14 @@ static int log_ticks(double lo, double hi, double *ticks, int *decimals)
     return n;
 }
 
-/* ---- plot ------------------------------------------------------------------------------------- */
+/* ---- plot -------------------------------------------------------------------------------------
+ */
 
 static void upper(char *dst, size_t n, const char *s)
 {
     snprintf(dst, n, "%s", s ? s : "");
-    for (char *p = dst; *p; p++) *p = (char)toupper((unsigned char)*p);
+    for (char *p = dst; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
 }
 
 wq_status wq_plot_render(const wq_plot_spec *s, uint8_t **pix, int *w_out, int *h_out)
@@ -268,7 +292,8 @@ wq_status wq_plot_render(const wq_plot_spec *s, uint8_t **pix, int *w_out, int *
     int ly = T + 12, lx = R + 16, rows = 0;
     for (int k = 0; k < s->n_series; k++) {
         int used = 0;
-        for (int i = 0; i < s->n_pts && !used; i++) used = s->pts[i].series == k;
+        for (int i = 0; i < s->n_pts && !used; i++)
+            used = s->pts[i].series == k;
         if (!used) continue;
         marker(&c, lx + 10, ly + rows * 26 + 7, k, C_SERIES + k);
         upper(lab, sizeof lab, s->series_names[k]);

@@ -1,7 +1,7 @@
 /* core_png.c: PNG encoder for 8-bit palette images: chunks with CRC-32, a zlib stream made of one
  * fixed-Huffman DEFLATE block (RFC 1951 3.2.6) and Adler-32. The only matches searched are runs of
- * the previous byte (distance 1) and the byte one row above (distance = row length), which is what a
- * plot on a flat background needs. Layer: core. */
+ * the previous byte (distance 1) and the byte one row above (distance = row length), which is what
+ * a plot on a flat background needs. Layer: core. */
 #include "core/core_png.h"
 
 #include <errno.h>
@@ -18,13 +18,15 @@ uint32_t wq_png_crc32(uint32_t crc, const uint8_t *p, size_t n)
     if (!ready) { /* benign race: every writer stores the same values */
         for (uint32_t i = 0; i < 256; i++) {
             uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            for (int k = 0; k < 8; k++)
+                c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
             table[i] = c;
         }
         ready = 1;
     }
     crc = ~crc;
-    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    for (size_t i = 0; i < n; i++)
+        crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
 
@@ -61,7 +63,8 @@ static void put_bits(bitw *w, uint32_t v, int n) /* v's n low bits, LSB first */
 static void put_code(bitw *w, uint32_t code, int n) /* Huffman codes go MSB first */
 {
     uint32_t r = 0;
-    for (int i = 0; i < n; i++) r |= ((code >> i) & 1u) << (n - 1 - i);
+    for (int i = 0; i < n; i++)
+        r |= ((code >> i) & 1u) << (n - 1 - i);
     put_bits(w, r, n);
 }
 
@@ -77,24 +80,27 @@ static void put_litlen(bitw *w, int sym) /* RFC 1951 3.2.6 */
         put_code(w, 0xC0u + (uint32_t)(sym - 280), 8);
 }
 
-static const uint16_t k_len_base[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
-                                        31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const uint16_t k_len_base[29] = {3,  4,  5,  6,   7,   8,   9,   10,  11, 13,
+                                        15, 17, 19, 23,  27,  31,  35,  43,  51, 59,
+                                        67, 83, 99, 115, 131, 163, 195, 227, 258};
 static const uint8_t k_len_extra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
                                         2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
-static const uint16_t k_dist_base[30] = {1,   2,   3,   4,    5,    7,    9,    13,    17,    25,
-                                         33,  49,  65,  97,   129,  193,  257,  385,   513,   769,
-                                         1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
-static const uint8_t k_dist_extra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6,
+static const uint16_t k_dist_base[30] = {
+    1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,   65,    97,    129,
+    193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t k_dist_extra[30] = {0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
                                          6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
 
 static void put_match(bitw *w, int len, int dist)
 {
     int lc = 28;
-    while (k_len_base[lc] > len) lc--;
+    while (k_len_base[lc] > len)
+        lc--;
     put_litlen(w, 257 + lc);
     put_bits(w, (uint32_t)(len - k_len_base[lc]), k_len_extra[lc]);
     int dc = 29;
-    while (k_dist_base[dc] > dist) dc--;
+    while (k_dist_base[dc] > dist)
+        dc--;
     put_code(w, (uint32_t)dc, 5);
     put_bits(w, (uint32_t)(dist - k_dist_base[dc]), k_dist_extra[dc]);
 }
@@ -103,7 +109,8 @@ static int match_len(const uint8_t *src, size_t n, size_t i, size_t dist)
 {
     if (dist == 0 || i < dist) return 0;
     size_t max = n - i < 258 ? n - i : 258, k = 0;
-    while (k < max && src[i + k] == src[i + k - dist]) k++;
+    while (k < max && src[i + k] == src[i + k - dist])
+        k++;
     return (int)k;
 }
 
@@ -134,7 +141,8 @@ wq_status wq_png_zlib_compress(const uint8_t *src, size_t n, size_t period, uint
     put_litlen(&w, 256); /* end of block */
     if (w.nacc) put_bits(&w, 0, 8 - w.nacc);
     uint32_t ad = wq_png_adler32(1, src, n);
-    for (int s = 24; s >= 0; s -= 8) w.buf[w.len++] = (uint8_t)(ad >> s);
+    for (int s = 24; s >= 0; s -= 8)
+        w.buf[w.len++] = (uint8_t)(ad >> s);
     *out = w.buf;
     *out_len = w.len;
     return WQ_OK;
@@ -144,7 +152,8 @@ wq_status wq_png_zlib_compress(const uint8_t *src, size_t n, size_t period, uint
 
 static void be32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
 /* Appends one chunk (length, type, data, CRC of type + data) at buf + *pos. */

@@ -16,9 +16,9 @@
 
 struct wq_sweep {
     char origin[512];
-    cJSON *root;                     /* the sweep file */
-    cJSON *base;                     /* the base config (owned copy) or NULL until set */
-    char base_path[1024];            /* "" when inline */
+    cJSON *root;          /* the sweep file */
+    cJSON *base;          /* the base config (owned copy) or NULL until set */
+    char base_path[1024]; /* "" when inline */
     char model[1024], out[1024];
     int64_t stages;
     const cJSON *calib, *algo_params; /* into root, may be NULL */
@@ -37,9 +37,13 @@ static int algo_of(const char *name)
     return -1;
 }
 
-static int is_algo_axis(const char *key) { return strcmp(key, "algorithm") == 0 || strcmp(key, "algo") == 0; }
+static int is_algo_axis(const char *key)
+{
+    return strcmp(key, "algorithm") == 0 || strcmp(key, "algo") == 0;
+}
 
-static wq_status parse_string(const cJSON *v, const char *origin, const char *key, char *dst, size_t n)
+static wq_status parse_string(const cJSON *v, const char *origin, const char *key, char *dst,
+                              size_t n)
 {
     if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= n) {
         WQ_LOG_ERROR("%s: key '%s' must be a non-empty string of at most %zu characters", origin,
@@ -53,8 +57,8 @@ static wq_status parse_string(const cJSON *v, const char *origin, const char *ke
 static wq_status parse_int(const cJSON *v, const char *origin, const char *key, int64_t lo,
                            int64_t hi, int64_t *dst)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < (double)lo || v->valuedouble > (double)hi) {
         WQ_LOG_ERROR("%s: key '%s' must be an integer in [%lld, %lld]", origin, key, (long long)lo,
                      (long long)hi);
         return WQ_ERR_ARG;
@@ -123,8 +127,9 @@ static wq_status parse_eval(const cJSON *o, const char *origin, int i, wq_sweep_
         } else if (strcmp(k, "windows") == 0) {
             WQ_TRY(parse_int(it, where, k, 0, 1 << 30, &e->windows));
         } else {
-            WQ_LOG_ERROR("%s: unknown key '%s'; allowed: name, text, protocol, range, seqlen, windows",
-                         where, k);
+            WQ_LOG_ERROR(
+                "%s: unknown key '%s'; allowed: name, text, protocol, range, seqlen, windows",
+                where, k);
             return WQ_ERR_ARG;
         }
     }
@@ -176,7 +181,8 @@ static wq_status parse_axes(wq_sweep *s, const cJSON *axes)
             return WQ_ERR_ARG;
         }
         for (int j = 0; j < s->n_axes; j++)
-            if (strcmp(s->axis[j]->string, k) == 0 || (is_algo_axis(k) && is_algo_axis(s->axis[j]->string))) {
+            if (strcmp(s->axis[j]->string, k) == 0 ||
+                (is_algo_axis(k) && is_algo_axis(s->axis[j]->string))) {
                 WQ_LOG_ERROR("%s: axis '%s' is given twice", s->origin, k);
                 return WQ_ERR_ARG;
             }
@@ -188,8 +194,8 @@ static wq_status parse_axes(wq_sweep *s, const cJSON *axes)
         for (int i = 0; i < n; i++) {
             const cJSON *v = cJSON_GetArrayItem(ax, i);
             if (!cJSON_IsString(v) && !cJSON_IsNumber(v) && !cJSON_IsBool(v)) {
-                WQ_LOG_ERROR("%s: axis '%s' value %d must be a string, number or boolean", s->origin,
-                             k, i);
+                WQ_LOG_ERROR("%s: axis '%s' value %d must be a string, number or boolean",
+                             s->origin, k, i);
                 return WQ_ERR_ARG;
             }
             if (is_algo_axis(k) && (!cJSON_IsString(v) || algo_of(v->valuestring) < 0)) {
@@ -199,7 +205,8 @@ static wq_status parse_axes(wq_sweep *s, const cJSON *axes)
                 return WQ_ERR_ARG;
             }
             if (cJSON_IsString(v) && strlen(v->valuestring) >= 60) {
-                WQ_LOG_ERROR("%s: axis '%s' value %d is longer than 59 characters", s->origin, k, i);
+                WQ_LOG_ERROR("%s: axis '%s' value %d is longer than 59 characters", s->origin, k,
+                             i);
                 return WQ_ERR_ARG;
             }
             for (int j = 0; j < i; j++)
@@ -232,9 +239,9 @@ wq_status wq_sweep_parse(const char *text, const char *origin, wq_sweep **out)
     s->root = cJSON_Parse(text);
     WQ_CHECK_GOTO(s->root, st, WQ_ERR_ARG, done, "%s: malformed JSON near '%.20s'", origin,
                   cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "?");
-    WQ_CHECK_GOTO(cJSON_IsObject(s->root), st, WQ_ERR_ARG, done,
-                  "%s: a sweep file is a JSON object {\"base\": ..., \"model\": ..., \"axes\": ...}",
-                  origin);
+    WQ_CHECK_GOTO(
+        cJSON_IsObject(s->root), st, WQ_ERR_ARG, done,
+        "%s: a sweep file is a JSON object {\"base\": ..., \"model\": ..., \"axes\": ...}", origin);
     const cJSON *it, *base = NULL, *evals = NULL, *axes = NULL;
     cJSON_ArrayForEach(it, s->root)
     {
@@ -249,12 +256,14 @@ wq_status wq_sweep_parse(const char *text, const char *origin, wq_sweep **out)
             WQ_TRY_GOTO(parse_int(it, origin, k, 1, 1 << 20, &s->stages), st, done);
         } else if (strcmp(k, "calibration") == 0) {
             WQ_CHECK_GOTO(cJSON_IsObject(it), st, WQ_ERR_ARG, done,
-                          "%s: \"calibration\" must be an object (merged into every point's)", origin);
+                          "%s: \"calibration\" must be an object (merged into every point's)",
+                          origin);
             s->calib = it;
         } else if (strcmp(k, "algorithm_params") == 0) {
-            WQ_CHECK_GOTO(cJSON_IsObject(it), st, WQ_ERR_ARG, done,
-                          "%s: \"algorithm_params\" must be an object {\"<algorithm>\": {key: value}}",
-                          origin);
+            WQ_CHECK_GOTO(
+                cJSON_IsObject(it), st, WQ_ERR_ARG, done,
+                "%s: \"algorithm_params\" must be an object {\"<algorithm>\": {key: value}}",
+                origin);
             const cJSON *a;
             cJSON_ArrayForEach(a, it)
                 WQ_CHECK_GOTO(algo_of(a->string) >= 0 && cJSON_IsObject(a), st, WQ_ERR_ARG, done,
@@ -274,13 +283,15 @@ wq_status wq_sweep_parse(const char *text, const char *origin, wq_sweep **out)
         }
     }
     WQ_CHECK_GOTO(base, st, WQ_ERR_ARG, done,
-                  "%s: key 'base' (a config object or the path of a config file) is required", origin);
-    WQ_CHECK_GOTO(s->model[0], st, WQ_ERR_ARG, done, "%s: key 'model' (model directory) is required",
+                  "%s: key 'base' (a config object or the path of a config file) is required",
                   origin);
+    WQ_CHECK_GOTO(s->model[0], st, WQ_ERR_ARG, done,
+                  "%s: key 'model' (model directory) is required", origin);
     WQ_CHECK_GOTO(evals, st, WQ_ERR_ARG, done, "%s: key 'eval' ({\"text\": FILE, ...}) is required",
                   origin);
     if (cJSON_IsString(base)) {
-        WQ_TRY_GOTO(parse_string(base, origin, "base", s->base_path, sizeof s->base_path), st, done);
+        WQ_TRY_GOTO(parse_string(base, origin, "base", s->base_path, sizeof s->base_path), st,
+                    done);
     } else {
         WQ_TRY_GOTO(check_base(base, origin), st, done);
         s->base = cJSON_Duplicate(base, 1);
@@ -291,7 +302,8 @@ wq_status wq_sweep_parse(const char *text, const char *origin, wq_sweep **out)
         WQ_CHECK_GOTO(n >= 1 && n <= WQ_SWEEP_MAX_EVALS, st, WQ_ERR_ARG, done,
                       "%s: \"eval\" must list 1 to %d evaluations", origin, WQ_SWEEP_MAX_EVALS);
         for (int i = 0; i < n; i++)
-            WQ_TRY_GOTO(parse_eval(cJSON_GetArrayItem(evals, i), origin, i, &s->evals[i]), st, done);
+            WQ_TRY_GOTO(parse_eval(cJSON_GetArrayItem(evals, i), origin, i, &s->evals[i]), st,
+                        done);
         s->n_evals = n;
     } else {
         WQ_TRY_GOTO(parse_eval(evals, origin, 0, &s->evals[0]), st, done);
@@ -300,7 +312,8 @@ wq_status wq_sweep_parse(const char *text, const char *origin, wq_sweep **out)
     for (int i = 0; i < s->n_evals; i++)
         for (int j = 0; j < i; j++)
             WQ_CHECK_GOTO(strcmp(s->evals[i].name, s->evals[j].name) != 0, st, WQ_ERR_ARG, done,
-                          "%s: two evaluations are named '%s' (set \"name\")", origin, s->evals[i].name);
+                          "%s: two evaluations are named '%s' (set \"name\")", origin,
+                          s->evals[i].name);
     if (axes) WQ_TRY_GOTO(parse_axes(s, axes), st, done);
 done:
     if (st != WQ_OK) {
@@ -319,7 +332,10 @@ void wq_sweep_destroy(wq_sweep *s)
     wq_free(s);
 }
 
-const char *wq_sweep_base_path(const wq_sweep *s) { return s->base || !s->base_path[0] ? NULL : s->base_path; }
+const char *wq_sweep_base_path(const wq_sweep *s)
+{
+    return s->base || !s->base_path[0] ? NULL : s->base_path;
+}
 
 wq_status wq_sweep_set_base(wq_sweep *s, const char *text, const char *origin)
 {
@@ -339,14 +355,38 @@ wq_status wq_sweep_set_base(wq_sweep *s, const char *text, const char *origin)
     return WQ_OK;
 }
 
-int64_t wq_sweep_count(const wq_sweep *s) { return s->count; }
-int wq_sweep_n_axes(const wq_sweep *s) { return s->n_axes; }
-const char *wq_sweep_axis_key(const wq_sweep *s, int axis) { return s->axis[axis]->string; }
-const char *wq_sweep_model(const wq_sweep *s) { return s->model; }
-const char *wq_sweep_out(const wq_sweep *s) { return s->out[0] ? s->out : NULL; }
-int64_t wq_sweep_stages(const wq_sweep *s) { return s->stages; }
-int wq_sweep_n_evals(const wq_sweep *s) { return s->n_evals; }
-const wq_sweep_eval *wq_sweep_eval_at(const wq_sweep *s, int i) { return &s->evals[i]; }
+int64_t wq_sweep_count(const wq_sweep *s)
+{
+    return s->count;
+}
+int wq_sweep_n_axes(const wq_sweep *s)
+{
+    return s->n_axes;
+}
+const char *wq_sweep_axis_key(const wq_sweep *s, int axis)
+{
+    return s->axis[axis]->string;
+}
+const char *wq_sweep_model(const wq_sweep *s)
+{
+    return s->model;
+}
+const char *wq_sweep_out(const wq_sweep *s)
+{
+    return s->out[0] ? s->out : NULL;
+}
+int64_t wq_sweep_stages(const wq_sweep *s)
+{
+    return s->stages;
+}
+int wq_sweep_n_evals(const wq_sweep *s)
+{
+    return s->n_evals;
+}
+const wq_sweep_eval *wq_sweep_eval_at(const wq_sweep *s, int i)
+{
+    return &s->evals[i];
+}
 
 void wq_sweep_coords(const wq_sweep *s, int64_t index, int *coords)
 {
@@ -393,7 +433,8 @@ static int set_item(cJSON *obj, const char *key, const cJSON *v)
 {
     cJSON *c = cJSON_Duplicate(v, 1);
     if (!c) return -1;
-    if (cJSON_GetObjectItemCaseSensitive(obj, key)) return cJSON_ReplaceItemInObjectCaseSensitive(obj, key, c) ? 0 : -1;
+    if (cJSON_GetObjectItemCaseSensitive(obj, key))
+        return cJSON_ReplaceItemInObjectCaseSensitive(obj, key, c) ? 0 : -1;
     return cJSON_AddItemToObject(obj, key, c) ? 0 : -1;
 }
 
@@ -418,16 +459,19 @@ wq_status wq_sweep_point_make(const wq_sweep *s, int64_t index, wq_sweep_point *
     wq_sweep_coords(s, index, coords);
     char where[1200], desc[600] = "";
     int digits = 2;
-    for (int64_t c = s->count - 1; c >= 100; c /= 10) digits++;
+    for (int64_t c = s->count - 1; c >= 100; c /= 10)
+        digits++;
     size_t off = (size_t)snprintf(p->name, sizeof p->name, "%0*lld", digits, (long long)index);
     for (int a = 0; a < s->n_axes; a++) {
         const cJSON *v = cJSON_GetArrayItem(s->axis[a], coords[a]);
         char lab[64];
         value_str(v, p->values[a], sizeof p->values[a]);
         value_label(s->axis[a]->string, v, lab, sizeof lab);
-        if (off < sizeof p->name) off += (size_t)snprintf(p->name + off, sizeof p->name - off, "_%s", lab);
+        if (off < sizeof p->name)
+            off += (size_t)snprintf(p->name + off, sizeof p->name - off, "_%s", lab);
         size_t dl = strlen(desc);
-        snprintf(desc + dl, sizeof desc - dl, "%s%s=%s", a ? ", " : "", s->axis[a]->string, p->values[a]);
+        snprintf(desc + dl, sizeof desc - dl, "%s%s=%s", a ? ", " : "", s->axis[a]->string,
+                 p->values[a]);
     }
     snprintf(where, sizeof where, "%s: point %lld (%s)", s->origin, (long long)index,
              s->n_axes ? desc : "no axes");
@@ -446,16 +490,22 @@ wq_status wq_sweep_point_make(const wq_sweep *s, int64_t index, wq_sweep_point *
             sec = moved;
         }
     }
-    WQ_CHECK_GOTO(cJSON_IsObject(sec), st, WQ_ERR_ARG, done, "%s: the algorithm section must be an object",
-                  where);
+    WQ_CHECK_GOTO(cJSON_IsObject(sec), st, WQ_ERR_ARG, done,
+                  "%s: the algorithm section must be an object", where);
     cJSON *global = object_member(sec, "global");
-    WQ_CHECK_GOTO(cJSON_IsObject(global), st, WQ_ERR_ARG, done, "%s: \"global\" must be an object", where);
-    const cJSON *ap = s->algo_params ? cJSON_GetObjectItemCaseSensitive(s->algo_params, sec->string) : NULL, *it;
-    cJSON_ArrayForEach(it, ap) WQ_CHECK_GOTO(set_item(global, it->string, it) == 0, st, WQ_ERR_NOMEM, done, "out of memory");
+    WQ_CHECK_GOTO(cJSON_IsObject(global), st, WQ_ERR_ARG, done, "%s: \"global\" must be an object",
+                  where);
+    const cJSON *ap = s->algo_params ? cJSON_GetObjectItemCaseSensitive(s->algo_params, sec->string)
+                                     : NULL,
+                *it;
+    cJSON_ArrayForEach(it, ap) WQ_CHECK_GOTO(set_item(global, it->string, it) == 0, st,
+                                             WQ_ERR_NOMEM, done, "out of memory");
     if (s->calib) {
         cJSON *c = object_member(cfg, "calibration");
-        WQ_CHECK_GOTO(cJSON_IsObject(c), st, WQ_ERR_ARG, done, "%s: \"calibration\" must be an object", where);
-        cJSON_ArrayForEach(it, s->calib) WQ_CHECK_GOTO(set_item(c, it->string, it) == 0, st, WQ_ERR_NOMEM, done, "out of memory");
+        WQ_CHECK_GOTO(cJSON_IsObject(c), st, WQ_ERR_ARG, done,
+                      "%s: \"calibration\" must be an object", where);
+        cJSON_ArrayForEach(it, s->calib) WQ_CHECK_GOTO(set_item(c, it->string, it) == 0, st,
+                                                       WQ_ERR_NOMEM, done, "out of memory");
     }
     for (int a = 0; a < s->n_axes; a++) {
         const char *k = s->axis[a]->string;
@@ -466,7 +516,8 @@ wq_status wq_sweep_point_make(const wq_sweep *s, int64_t index, wq_sweep_point *
             target = object_member(cfg, "calibration");
             k += 12;
             WQ_CHECK_GOTO(cJSON_IsObject(target) && *k, st, WQ_ERR_ARG, done,
-                          "%s: axis '%s' needs a calibration key after the dot", where, s->axis[a]->string);
+                          "%s: axis '%s' needs a calibration key after the dot", where,
+                          s->axis[a]->string);
         }
         WQ_CHECK_GOTO(set_item(target, k, v) == 0, st, WQ_ERR_NOMEM, done, "out of memory");
     }

@@ -33,20 +33,20 @@ extern "C" {
 typedef struct wq_sweep wq_sweep;
 
 typedef struct {
-    char name[64];      /* column label, default: the text file's base name without extension */
-    char text[1024];    /* evaluation text path */
-    char protocol[16];  /* "stories" or "windows" */
+    char name[64];     /* column label, default: the text file's base name without extension */
+    char text[1024];   /* evaluation text path */
+    char protocol[16]; /* "stories" or "windows" */
     int64_t range_begin, range_end; /* stories [begin, end); end -1 = all */
     int64_t seqlen, windows;
 } wq_sweep_eval;
 
 typedef struct {
     int64_t index;
-    char name[192];     /* "<index>_<axis values>", safe as a directory name */
-    char *config_json;  /* the point's config (base + calibration + algorithm_params + axes) */
-    char *definition;   /* one-line JSON of everything that determines the result: canonical
-                           config, model, evaluations; a changed definition is not resumed */
-    wq_config cfg;      /* parsed config_json (validated) */
+    char name[192];    /* "<index>_<axis values>", safe as a directory name */
+    char *config_json; /* the point's config (base + calibration + algorithm_params + axes) */
+    char *definition;  /* one-line JSON of everything that determines the result: canonical
+                          config, model, evaluations; a changed definition is not resumed */
+    wq_config cfg;     /* parsed config_json (validated) */
     char values[WQ_SWEEP_MAX_AXES][64]; /* each axis's value, as printed in the table */
 } wq_sweep_point;
 
