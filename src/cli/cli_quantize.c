@@ -11,6 +11,7 @@
 #include "algos/algo_hqq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
+#include "cli/cli_autoround.h"
 #include "cli/cli_gptq.h"
 #include "cli/cli_source.h"
 #include "dist/dist_engine.h"
@@ -148,7 +149,8 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
              * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
             int in_block = strncmp(layer, "model.layers.", 13) == 0;
-            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ) && in_block) {
+            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ || cfg->algo == WQ_ALGO_AUTOROUND) &&
+                in_block) {
                 cost[i] = -1;
                 /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
                  * (INC's MulLinear) their input scale is stored with the layer */
@@ -260,6 +262,9 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     else if (st == WQ_OK && cfg->algo == WQ_ALGO_AWQ)
         st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
                             progress);
+    else if (st == WQ_OK && cfg->algo == WQ_ALGO_AUTOROUND)
+        st = wq_cli_autoround_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
+                                  (void *)p, progress);
     wq_engine_destroy(e);
     wq_free(ids);
     wq_free(lens);
@@ -432,7 +437,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, progress);
-        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ))
+        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ ||
+                            cfg.algo == WQ_ALGO_AUTOROUND))
             rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, (int)stages, progress);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;
