@@ -2,7 +2,7 @@
  * and 4 (a short tuning run: the exact gradient reduction makes every rank apply the same sign
  * update), iters = 0 equal to RTN bit for bit, a short tuning run better than RTN at int3, and bad
  * input (negative iters, batch larger than n_samples, negative lr) rejected with a message naming
- * the key and no container left behind. The 200-iteration table is scripts/autoround_table.sh. */
+ * the key and no container left behind, and a block whose loss overflows named in the error. The 200-iteration table is scripts/autoround_table.sh. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +112,53 @@ static void bad_input_should_fail_cleanly(void **state)
     }
 }
 
+/* A copy of the model whose block 2 post-attention norm weights are 1e30: the block's MLP overflows
+ * to inf, so tuning block 2 meets a non-finite loss. */
+static void make_overflowing_model(const char *dir)
+{
+    assert_int_equal(wq_test_system("mkdir -p %s && cp %s/* %s/", dir, MODEL, dir), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    unsigned char len8[8];
+    assert_int_equal(fread(len8, 1, 8, f), 8);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | len8[i];
+    char *hdr = calloc(hl + 1, 1);
+    assert_int_equal(fread(hdr, 1, hl, f), hl);
+    const char *t = strstr(hdr, "\"model.layers.2.post_attention_layernorm.weight\"");
+    assert_non_null(t);
+    const char *o = strstr(t, "\"data_offsets\":[");
+    assert_non_null(o);
+    long a = 0, b = 0;
+    assert_int_equal(sscanf(o, "\"data_offsets\":[%ld,%ld]", &a, &b), 2);
+    const float big = 1e30f;
+    assert_int_equal(fseek(f, (long)(8 + hl) + a, SEEK_SET), 0);
+    for (long i = a; i < b; i += 4)
+        assert_int_equal(fwrite(&big, 4, 1, f), 1);
+    fclose(f);
+    free(hdr);
+}
+
+static void non_finite_loss_should_name_the_block(void **state)
+{
+    (void)state;
+    char dir[300], cfg[400], out[400], *log;
+    snprintf(dir, sizeof dir, "%s/overflow-model", g_dir);
+    make_overflowing_model(dir);
+    snprintf(cfg, sizeof cfg, "%s/nf.json", g_dir);
+    write_cfg(cfg, "autoround", 4, "\"iters\": 2, \"batch_size\": 2", 4);
+    snprintf(out, sizeof out, "%s/nf.h5", g_dir);
+    int rc = wq_e2e_run(2, &log, "quantize --model %s --config %s --out %s", dir, cfg, out);
+    if (rc == 0 || !strstr(log, "block 2")) print_error("rc %d\n%s\n", rc, log);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(log, "non-finite loss"));
+    assert_non_null(strstr(log, "model.layers.2"));
+    assert_false(wq_e2e_file_exists(out));
+}
+
 int main(void)
 {
     if (!wq_test_tmpdir(g_dir, sizeof g_dir)) return 1;
@@ -120,6 +167,7 @@ int main(void)
         cmocka_unit_test(iters_zero_should_equal_rtn),
         cmocka_unit_test(short_tuning_should_beat_rtn_int3),
         cmocka_unit_test(bad_input_should_fail_cleanly),
+        cmocka_unit_test(non_finite_loss_should_name_the_block),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     if (r == 0) wq_test_system("rm -rf %s", g_dir);
