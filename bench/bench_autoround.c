@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cblas.h>
 
@@ -26,24 +25,7 @@
 #include "kernels/kern_backward.h"
 #include "kernels/kern_llama.h"
 
-void openblas_set_num_threads(int);
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static float rnd(void) /* uniform [-1, 1) */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) * 0x1.0p-52 - 1.0);
-}
+#include "bench_util.h"
 
 static void *xmalloc(size_t n)
 {
@@ -59,26 +41,11 @@ static float *rndv(size_t n, float sc)
 {
     float *p = xmalloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++)
-        p[i] = sc * rnd();
+        p[i] = sc * bench_rnd();
     return p;
 }
 
-static double sgemm_peak(void)
-{
-    const int n = 2048;
-    float *a = rndv((size_t)n * n, 1), *b = rndv((size_t)n * n, 1), *c = rndv((size_t)n * n, 1);
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
-        t = now() - t;
-        const double gf = 2.0 * n * n * (double)n / t / 1e9;
-        if (gf > best) best = gf;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
+void openblas_set_num_threads(int);
 
 int main(int argc, char **argv)
 {
@@ -97,7 +64,7 @@ int main(int argc, char **argv)
     }
     wq_log_set_level(WQ_LOG_LVL_ERROR);
     openblas_set_num_threads(threads);
-    const double peak = sgemm_peak();
+    const double peak = bench_sgemm_peak();
     printf("OpenBLAS sgemm peak (%d thread%s): %.1f GFLOP/s\n", threads, threads > 1 ? "s" : "",
            peak);
     wq_model_cfg mc = {0};
@@ -138,20 +105,20 @@ int main(int argc, char **argv)
            (long long)batch, (long long)T);
     double t_fb = 0, t_par = 0;
     for (int64_t it = 0; it < iters; it++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < 7; i++) {
             wq_algo_ar_clamp(&L[i]);
             wq_algo_ar_qdq(&L[i], w0[i], wh[i]);
             memset(gw[i], 0, (size_t)(rows[i] * cols[i]) * sizeof(float));
         }
-        double t1 = now();
+        double t1 = bench_now();
         for (int64_t s = 0; s < batch; s++) {
             wq_kern_bwd_block_forward_f32(&mc, &w, x, y, 1, T, cs, sn, act, ws);
             for (int64_t i = 0; i < T * d; i++)
                 dy[i] = 2 * (y[i] - yref[i]);
             wq_kern_bwd_block_backward_f32(&mc, &w, dy, NULL, &gr, 1, T, cs, sn, act, ws);
         }
-        double t2 = now();
+        double t2 = bench_now();
         for (int i = 0; i < 7; i++) {
             const int64_t n = rows[i] * cols[i];
             for (int64_t j = 0; j < n; j++)
@@ -161,7 +128,7 @@ int main(int argc, char **argv)
             wq_algo_ar_sign_step(L[i].alpha, da, rows[i] * L[i].ng, 0.005);
             wq_algo_ar_sign_step(L[i].beta, db, rows[i] * L[i].ng, 0.005);
         }
-        double t3 = now();
+        double t3 = bench_now();
         t_fb += t2 - t1, t_par += (t1 - t0) + (t3 - t2);
     }
     const double fl = (double)batch * (6.0 * (double)T * (double)P +
