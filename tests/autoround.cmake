@@ -9,3 +9,6 @@ wq_test_exe(test_e2e_autoround SOURCES test_e2e_autoround.c)
 target_link_libraries(test_e2e_autoround PRIVATE wq_e2e)
 add_dependencies(test_e2e_autoround wquant_cli)
 wq_add_test(test_e2e_autoround LABELS "e2e;mpi;io" TIMEOUT 900)
+# Issue acceptance on stories260K (200 iterations x 3 settings): slow.
+wq_add_script_test(test_autoround_acceptance SCRIPT autoround_acceptance.sh LABELS "slow;e2e"
+                   TIMEOUT 5400)
