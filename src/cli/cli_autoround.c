@@ -37,7 +37,7 @@ typedef struct {
     wq_ar_layer L;
     float *w0;          /* original weights */
     float *gw;          /* per-sequence dL/dŴ (float, from the backward) */
-    double *g, *dv, *da, *db; /* summed dL/dŴ and the parameter gradients */
+    double *da, *db;    /* min/max scale gradients */
     float *best_v, *best_a, *best_b;
     int64_t off;        /* offset in the exact accumulator */
 } ar_lin;
@@ -45,7 +45,7 @@ typedef struct {
 static void lin_free(ar_lin *l)
 {
     wq_algo_ar_free(&l->L);
-    wq_free(l->w0), wq_free(l->gw), wq_free(l->g), wq_free(l->dv), wq_free(l->da), wq_free(l->db);
+    wq_free(l->w0), wq_free(l->gw), wq_free(l->da), wq_free(l->db);
     wq_free(l->best_v), wq_free(l->best_a), wq_free(l->best_b);
     memset(l, 0, sizeof *l);
 }
@@ -80,13 +80,18 @@ static wq_status tune_block(wq_dist *sd, const wq_config *cfg, int64_t b, ar_lin
 {
     const wq_algo_params *ap = &cfg->ap;
     wq_status st = WQ_OK;
-    int64_t n_acc = 1; /* cell 0: the loss */
+    int64_t n_acc = 1, max_n = 1; /* cell 0: the loss */
     for (int i = 0; i < WQ_BLK_N_LINEARS; i++)
-        if (lin[i].idx >= 0) lin[i].off = n_acc, n_acc += lin[i].L.rows * lin[i].L.cols;
+        if (lin[i].idx >= 0) {
+            const int64_t n = lin[i].L.rows * lin[i].L.cols;
+            lin[i].off = n_acc, n_acc += n, max_n = n > max_n ? n : max_n;
+        }
     wq_exact *acc = wq_malloc((size_t)n_acc * sizeof *acc);
+    /* summed dL/dŴ and dL/dv of one linear at a time (shared by the seven) */
+    double *g = wq_malloc((size_t)max_n * sizeof *g), *dv = wq_malloc((size_t)max_n * sizeof *dv);
     wq_ar_sampler smp = {0};
     const int64_t per_iter = ap->batch_size * ap->gradient_accumulate_steps;
-    WQ_CHECK_GOTO(acc, st, WQ_ERR_NOMEM, done, "out of memory for autoround gradients");
+    WQ_CHECK_GOTO(acc && g && dv, st, WQ_ERR_NOMEM, done, "out of memory for autoround gradients");
     WQ_TRY_GOTO(wq_algo_ar_sampler_init(&smp, total_seqs, per_iter, cfg->calib.seed), st, done);
     double lr = ap->lr, mlr = ap->minmax_lr;
     if (lr <= 0) {
@@ -165,10 +170,10 @@ static wq_status tune_block(wq_dist *sd, const wq_config *cfg, int64_t b, ar_lin
             ar_lin *l = &lin[i];
             if (l->idx < 0) continue;
             const int64_t nv = l->L.rows * l->L.cols, ng = l->L.rows * l->L.ng;
-            wq_kern_exact_to_f64(acc + l->off, l->g, nv);
-            wq_algo_ar_grad(&l->L, l->w0, l->g, l->dv, ap->enable_minmax_tuning ? l->da : NULL,
+            wq_kern_exact_to_f64(acc + l->off, g, nv);
+            wq_algo_ar_grad(&l->L, l->w0, g, dv, ap->enable_minmax_tuning ? l->da : NULL,
                             ap->enable_minmax_tuning ? l->db : NULL);
-            wq_algo_ar_sign_step(l->L.v, l->dv, nv, lr_t);
+            wq_algo_ar_sign_step(l->L.v, dv, nv, lr_t);
             if (ap->enable_minmax_tuning) {
                 wq_algo_ar_sign_step(l->L.alpha, l->da, ng, mlr_t);
                 wq_algo_ar_sign_step(l->L.beta, l->db, ng, mlr_t);
@@ -182,7 +187,7 @@ static wq_status tune_block(wq_dist *sd, const wq_config *cfg, int64_t b, ar_lin
         fprintf(stderr, "[autoround] block %lld: best loss %.6g at iteration %lld of %lld\n",
                 (long long)b, best, (long long)last_best, (long long)t);
 done:
-    wq_free(acc);
+    wq_free(acc), wq_free(g), wq_free(dv);
     wq_algo_ar_sampler_free(&smp);
     return st;
 }
@@ -195,14 +200,12 @@ static wq_status lin_setup(ar_lin *l, const wq_qspec *spec, const char *layer, c
     const size_t nv = (size_t)(rows * cols), ng = (size_t)(rows * l->L.ng);
     l->w0 = wq_malloc(nv * sizeof(float));
     l->gw = wq_malloc(nv * sizeof(float));
-    l->g = wq_malloc(nv * sizeof(double));
-    l->dv = wq_malloc(nv * sizeof(double));
     l->da = wq_malloc(ng * sizeof(double));
     l->db = wq_malloc(ng * sizeof(double));
     l->best_v = wq_malloc(nv * sizeof(float));
     l->best_a = wq_malloc(ng * sizeof(float));
     l->best_b = wq_malloc(ng * sizeof(float));
-    if (!l->w0 || !l->gw || !l->g || !l->dv || !l->da || !l->db || !l->best_v || !l->best_a ||
+    if (!l->w0 || !l->gw || !l->da || !l->db || !l->best_v || !l->best_a ||
         !l->best_b) {
         WQ_LOG_ERROR("%s: out of memory for autoround state", layer);
         return WQ_ERR_NOMEM;
