@@ -635,6 +635,18 @@ wq_status wq_config_set(wq_config *cfg, const char *key, const char *value)
         st = set_key(&kq, v, &cfg->quant_lm_head, where, NULL);
     } else if ((k = find_key(k_algo_keys, N_AKEYS, key)) && (k->algos & (1u << cfg->algo))) {
         st = set_key(k, v, &cfg->ap, where, NULL);
+    } else if (strcmp(key, "n_samples") == 0 || strcmp(key, "nsamples") == 0 ||
+               strcmp(key, "seqlen") == 0 || strcmp(key, "seed") == 0) {
+        /* calibration keys (AutoRound's seed arguments): as in the "calibration" section */
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj) {
+            cJSON_Delete(v);
+            return WQ_ERR_NOMEM;
+        }
+        cJSON_AddItemToObject(obj, key, v);
+        v = NULL;
+        st = parse_calibration(cfg, obj, where);
+        cJSON_Delete(obj);
     } else {
         WQ_LOG_ERROR("%s: unknown key '%s' for algorithm '%s'", where, key, wq_algo_name(cfg->algo));
         st = WQ_ERR_ARG;
