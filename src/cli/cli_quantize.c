@@ -11,6 +11,7 @@
 #include "algos/algo_hqq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
+#include "cli/cli_autoround.h"
 #include "cli/cli_ckpt.h"
 #include "cli/cli_teq.h"
 #include "cli/cli_gptq.h"
@@ -33,6 +34,12 @@
 #include "wq_version.h"
 
 /* A 2-D "<name>.weight" tensor that is a linear layer (projection or lm_head), not an embedding. */
+/* Algorithms that need calibration data and write their blocks' linears in the calibrated pass. */
+static int wq_cli_calibrated_algo(wq_algo a)
+{
+    return a == WQ_ALGO_GPTQ || a == WQ_ALGO_AWQ || a == WQ_ALGO_TEQ || a == WQ_ALGO_AUTOROUND;
+}
+
 static int is_linear_weight(const wq_st_tensor *t, char *layer, size_t n)
 {
     size_t len = strlen(t->name);
@@ -153,7 +160,7 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
              * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
             int in_block = strncmp(layer, "model.layers.", 13) == 0;
-            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ || cfg->algo == WQ_ALGO_TEQ) && in_block) {
+            if (wq_cli_calibrated_algo(cfg->algo) && in_block) {
                 cost[i] = -1;
                 /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
                  * (INC's MulLinear) their input scale is stored with the layer */
@@ -227,8 +234,8 @@ static int64_t lookup_raw(void *ctx, const char *name)
     return -1;
 }
 
-/* The calibrated pass (GPTQ): calibration windows, engine, block-sequential quantization.
- * Collective. */
+/* The calibrated pass (GPTQ, AWQ, TEQ, AutoRound): calibration windows, then block-sequential
+ * quantization (TEQ: whole-model training). Collective. */
 static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *model_dir,
                                 const wq_model_cfg *mc, const wq_st_model *m, const plan *p,
                                 wq_h5_file *f, wq_ckpt *ck, int stages, int progress,
@@ -276,6 +283,9 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AWQ)
         st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
                             progress, predicted_block_s);
+    else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AUTOROUND)
+        st = wq_cli_autoround_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
+                                  (void *)p, progress);
     wq_engine_destroy(e);
     wq_free(ids);
     wq_free(lens);
@@ -563,7 +573,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, ck, progress);
-        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ || cfg.algo == WQ_ALGO_TEQ))
+        if (rs == WQ_OK && wq_cli_calibrated_algo(cfg.algo))
             rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, ck, (int)stages, progress, cp.t_block);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;
