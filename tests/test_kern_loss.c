@@ -1,7 +1,8 @@
 /* test_kern_loss.c: the causal-LM loss gradient at the last hidden state (kernels/kern_loss.h):
  * softmax cross-entropy backward against central finite differences in double (relative error
- * < 1e-6; the RMSNorm backward it uses is kern_backward.h's, checked in test_kern_backward), the composed head gradient (float path) against an independent double
- * implementation written here, and its loss value against wq_kern_head_nll (what `eval` sums). */
+ * < 1e-6; the RMSNorm backward it uses is kern_backward.h's, checked in test_kern_backward), the
+ * composed head gradient (float path) against an independent double implementation written here,
+ * and its loss value against wq_kern_head_nll (what `eval` sums). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -206,9 +206,10 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
                                           work->xs + (b + 1) * T * d, 1, T, rope_cos, rope_sin,
                                           work->act, work->bwd_ws);
         for (int l = 0; l < WQ_TEQ_N_LIN; l++) /* the kernel accumulates: one block's G only */
-            memset(work->G[l], 0, (size_t)(net->lin[b * WQ_TEQ_N_LIN + l].rows *
-                                           net->lin[b * WQ_TEQ_N_LIN + l].cols) *
-                                      sizeof(float));
+            memset(work->G[l], 0,
+                   (size_t)(net->lin[b * WQ_TEQ_N_LIN + l].rows *
+                            net->lin[b * WQ_TEQ_N_LIN + l].cols) *
+                       sizeof(float));
         const wq_block_grads g = {.wq = work->G[0],
                                   .wk = work->G[1],
                                   .wv = work->G[2],
@@ -216,8 +217,8 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
                                   .w_gate = work->G[4],
                                   .w_up = work->G[5],
                                   .w_down = work->G[6]};
-        wq_kern_bwd_block_backward_f32(mc, &net->blocks[b], work->dx, b > 0 ? work->dx2 : NULL,
-                                       &g, 1, T, rope_cos, rope_sin, work->act, work->bwd_ws);
+        wq_kern_bwd_block_backward_f32(mc, &net->blocks[b], work->dx, b > 0 ? work->dx2 : NULL, &g,
+                                       1, T, rope_cos, rope_sin, work->act, work->bwd_ws);
         float *t = work->dx;
         work->dx = work->dx2;
         work->dx2 = t;

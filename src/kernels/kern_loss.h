@@ -6,9 +6,9 @@
  *
  * Precision: the forward pieces (RMSNorm, logits) are exactly those of wq_kern_head_nll, so the
  * loss this returns is bitwise the NLL `eval` reports; the softmax, cross-entropy gradient and the
- * RMSNorm backward (kern_backward.h's, f64) run in double; the [T][V] x [V][d] product dlogits . lm_head is one cblas_sgemm
- * per WQ_HEAD_ROW_BLOCK rows. The _f64 pieces are the exact math in double (used by the float
- * path, and checked against finite differences by the tests). */
+ * RMSNorm backward (kern_backward.h's, f64) run in double; the [T][V] x [V][d] product dlogits .
+ * lm_head is one cblas_sgemm per WQ_HEAD_ROW_BLOCK rows. The _f64 pieces are the exact math in
+ * double (used by the float path, and checked against finite differences by the tests). */
 #ifndef WQ_KERN_LOSS_H
 #define WQ_KERN_LOSS_H
 
