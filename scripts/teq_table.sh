@@ -2,7 +2,8 @@
 # TEQ against RTN on stories260K at the same settings (int4 / int3, group 32, sym and asym):
 # calibration = stories 0..399 of TinyStories-val, 128 windows of 256 tokens, seed 42; evaluation =
 # TinyStories stories 400..499 (assets/README.md protocol). Prints one line per setting.
-# Usage: scripts/teq_table.sh [train_steps] [train_lr] [np]     (defaults 1000 0.001 1)
+# Usage: scripts/teq_table.sh [train_steps] [train_lr] [np]     (defaults 1000 0.001 1, INC's)
+# Measured tables (e.g. 50 0.001 2): docs/algorithms.md, TEQ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=build/wquant

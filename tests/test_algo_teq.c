@@ -1,7 +1,8 @@
 /* test_algo_teq.c: TEQ pieces against numerics.md 6 and hand computations: the effective weight
  * Q(W a') / a' (hand-quantized case, clamp at 1e-5), the straight-through alpha gradient, the
  * training forward equal to the forward of the converted (absorbed, quantized) block, Adam steps
- * computed by hand, the linear warm-up schedule and the dataloader batches. */
+ * computed by hand, the linear warm-up schedule, the dataloader batches, and the model backward
+ * (alpha gradient) against finite differences of the loss. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,122 @@ static void batches_should_cycle_like_an_unshuffled_dataloader(void **state)
     }
 }
 
+/* The model backward (wq_algo_teq_seq_grad) against central differences of the loss it returns:
+ * dL/da[c] (STE) is the derivative of L along Weff[:, c] += h (W - Weff)[:, c] / a'[c], so moving
+ * the effective weights of one column of one linear by +-h times that direction and re-running the
+ * forward must reproduce it. Two blocks, GQA, every linear of both blocks sampled. */
+static void seq_grad_should_match_finite_differences_of_the_loss(void **state)
+{
+    (void)state;
+    enum { T = 10, d = 16, F = 24, H = 2, HK = 1, D = 8, V = 11, L = 2, NL = L * 7 };
+    wq_model_cfg c = {.hidden_size = d,
+                      .intermediate_size = F,
+                      .n_layers = L,
+                      .n_heads = H,
+                      .n_kv_heads = HK,
+                      .head_dim = D,
+                      .vocab_size = V,
+                      .max_position_embeddings = 64,
+                      .rope_theta = 10000,
+                      .rms_norm_eps = 1e-5};
+    const int64_t rows[7] = {H * D, HK * D, HK * D, d, F, F, d},
+                  cols[7] = {d, d, d, H * D, d, d, F};
+    wq_qspec sp = wq_qspec_default(); /* int4 sym */
+    sp.group_size = 8;
+    float embed[V * d], fnorm[d], head[V * d], norms[L][2][d];
+    wq_test_fill_normal(embed, V * d, 1.0f, 50);
+    wq_test_fill_uniform(fnorm, d, 0.8f, 1.2f, 51);
+    wq_test_fill_normal(head, V * d, 0.5f, 52);
+    wq_test_fill_uniform(&norms[0][0][0], L * 2 * d, 0.8f, 1.2f, 53);
+    wq_teq_linear lin[NL];
+    wq_block_weights blocks[L];
+    int64_t n_alpha = 0;
+    for (int i = 0; i < NL; i++) {
+        const int l = i % 7;
+        float *W = malloc((size_t)(rows[l] * cols[l]) * sizeof(float));
+        wq_test_fill_normal(W, (size_t)(rows[l] * cols[l]), 0.4f, 60 + (uint64_t)i);
+        lin[i] = (wq_teq_linear){.W = W,
+                                 .Weff = malloc((size_t)(rows[l] * cols[l]) * sizeof(float)),
+                                 .rows = rows[l],
+                                 .cols = cols[l],
+                                 .spec = &sp,
+                                 .off = n_alpha};
+        n_alpha += cols[l];
+    }
+    for (int b = 0; b < L; b++) {
+        wq_teq_linear *li = lin + b * 7;
+        blocks[b] = (wq_block_weights){.attn_norm = norms[b][0],
+                                       .wq = li[0].Weff,
+                                       .wk = li[1].Weff,
+                                       .wv = li[2].Weff,
+                                       .wo = li[3].Weff,
+                                       .mlp_norm = norms[b][1],
+                                       .w_gate = li[4].Weff,
+                                       .w_up = li[5].Weff,
+                                       .w_down = li[6].Weff};
+    }
+    float *alpha = malloc((size_t)n_alpha * sizeof(float));
+    wq_test_fill_uniform(alpha, (size_t)n_alpha, 0.5f, 2.0f, 70);
+    wq_teq_net net = {.mc = &c,
+                      .embed = embed,
+                      .final_norm = fnorm,
+                      .lm_head = head,
+                      .blocks = blocks,
+                      .lin = lin,
+                      .alpha = alpha,
+                      .n_alpha = n_alpha};
+    assert_int_equal(wq_algo_teq_update_weights(&net), WQ_OK);
+    int32_t ids[T];
+    wq_test_rng r = {80};
+    for (int t = 0; t < T; t++)
+        ids[t] = (int32_t)(wq_test_next(&r) % V);
+    float cs[T * D / 2], sn[T * D / 2];
+    wq_kern_rope_tables(&c, T, cs, sn);
+    wq_teq_work *work;
+    assert_int_equal(wq_algo_teq_work_create(&c, T, &work), WQ_OK);
+    double *g = malloc((size_t)n_alpha * sizeof(double)),
+           *scratch = malloc((size_t)n_alpha * sizeof(double)), nll, np, nm;
+    assert_int_equal(wq_algo_teq_seq_grad(&net, ids, T, cs, sn, 1.0, work, g, &nll), WQ_OK);
+    /* two columns of every linear of both blocks */
+    double got[2 * NL], fd[2 * NL];
+    const double h = 0.03;
+    for (int i = 0; i < NL; i++)
+        for (int k = 0; k < 2; k++) {
+            wq_teq_linear *li = &lin[i];
+            const int64_t col = k == 0 ? 1 : li->cols - 2;
+            const float a = alpha[li->off + col];
+            float *v = malloc((size_t)li->rows * sizeof(float)),
+                  *keep = malloc((size_t)li->rows * sizeof(float));
+            for (int64_t o = 0; o < li->rows; o++) {
+                keep[o] = li->Weff[o * li->cols + col];
+                v[o] = (li->W[o * li->cols + col] - keep[o]) / a;
+            }
+            for (int64_t o = 0; o < li->rows; o++)
+                li->Weff[o * li->cols + col] = (float)(keep[o] + h * v[o]);
+            assert_int_equal(wq_algo_teq_seq_grad(&net, ids, T, cs, sn, 1.0, work, scratch, &np),
+                             WQ_OK);
+            for (int64_t o = 0; o < li->rows; o++)
+                li->Weff[o * li->cols + col] = (float)(keep[o] - h * v[o]);
+            assert_int_equal(wq_algo_teq_seq_grad(&net, ids, T, cs, sn, 1.0, work, scratch, &nm),
+                             WQ_OK);
+            for (int64_t o = 0; o < li->rows; o++)
+                li->Weff[o * li->cols + col] = keep[o];
+            got[2 * i + k] = g[li->off + col];
+            fd[2 * i + k] = (np - nm) / (2 * h);
+            free(v), free(keep);
+        }
+    double num = 0, den = 0;
+    for (int i = 0; i < 2 * NL; i++)
+        num += (got[i] - fd[i]) * (got[i] - fd[i]), den += fd[i] * fd[i];
+    print_message("seq_grad: loss %.6f, %d directional derivatives, normwise rel err %.3g\n", nll,
+                  2 * NL, sqrt(num / den));
+    assert_true(den > 0 && sqrt(num / den) < 5e-3); /* O(h^2) and fp32 noise: ~1e-3 */
+    wq_algo_teq_work_destroy(work);
+    for (int i = 0; i < NL; i++)
+        free((void *)lin[i].W), free(lin[i].Weff);
+    free(alpha), free(g), free(scratch);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +319,7 @@ int main(void)
         cmocka_unit_test(adam_should_match_hand_computation),
         cmocka_unit_test(schedule_should_warm_up_then_decay),
         cmocka_unit_test(batches_should_cycle_like_an_unshuffled_dataloader),
+        cmocka_unit_test(seq_grad_should_match_finite_differences_of_the_loss),
     };
     return cmocka_run_group_tests_name("algo_teq", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include "algos/algo_awq.h"
 #include "core/core_alloc.h"
 #include "core/core_log.h"
+#include "kernels/kern_backward.h"
 #include "kernels/kern_loss.h"
 
 void wq_algo_teq_clip(const float *alpha, int64_t n, float *out)
@@ -117,20 +118,13 @@ wq_status wq_algo_teq_update_weights(wq_teq_net *net)
 /* ---- per-sequence forward / backward ----------------------------------------------------------
  */
 
-/* TEMPORARY until the block backward kernel lands (branch ar). */
-#define BWD_WS_BYTES(mc, T) ((size_t)64)
-#define BLOCK_BACKWARD(...)                                                                        \
-    do {                                                                                           \
-        WQ_LOG_ERROR("TEQ: block backward not available");                                         \
-        return WQ_ERR_ARG;                                                                         \
-    } while (0)
-
 struct wq_teq_work {
     int64_t Tmax;
     float *xs;       /* [(n_layers + 1)][Tmax][d]: input of every block, then the last output */
     float *dx, *dx2; /* [Tmax][d] */
     float *G[WQ_TEQ_N_LIN]; /* dL/dWeff of one block's linears */
-    void *fwd_ws, *head_ws, *bwd_ws;
+    void *act;              /* stored activations of one block (kern_backward.h memory rule) */
+    void *head_ws, *bwd_ws;
 };
 
 static void lin_dims(const wq_model_cfg *mc, int64_t rows[WQ_TEQ_N_LIN], int64_t cols[WQ_TEQ_N_LIN])
@@ -151,7 +145,7 @@ void wq_algo_teq_work_destroy(wq_teq_work *w)
     wq_free(w->dx2);
     for (int l = 0; l < WQ_TEQ_N_LIN; l++)
         wq_free(w->G[l]);
-    wq_free(w->fwd_ws);
+    wq_free(w->act);
     wq_free(w->head_ws);
     wq_free(w->bwd_ws);
     wq_free(w);
@@ -172,10 +166,10 @@ wq_status wq_algo_teq_work_create(const wq_model_cfg *mc, int64_t Tmax, wq_teq_w
     int ok = w->xs && w->dx && w->dx2;
     for (int l = 0; l < WQ_TEQ_N_LIN; l++)
         ok = ok && (w->G[l] = wq_malloc((size_t)(rows[l] * cols[l]) * sizeof(float)));
-    w->fwd_ws = wq_malloc(wq_kern_block_workspace_bytes(mc, Tmax));
+    w->act = wq_malloc(wq_kern_bwd_block_act_bytes(mc, 1, Tmax, sizeof(float)));
     w->head_ws = wq_malloc(wq_kern_head_backward_workspace_bytes(mc));
-    w->bwd_ws = wq_malloc(BWD_WS_BYTES(mc, Tmax));
-    if (!ok || !w->fwd_ws || !w->head_ws || !w->bwd_ws) {
+    w->bwd_ws = wq_malloc(wq_kern_bwd_block_workspace_bytes(mc, 1, Tmax, sizeof(float)));
+    if (!ok || !w->act || !w->head_ws || !w->bwd_ws) {
         WQ_LOG_ERROR("TEQ: out of memory for the activations of a %lld-token sequence",
                      (long long)Tmax);
         wq_algo_teq_work_destroy(w);
@@ -193,20 +187,38 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
     const int64_t d = mc->hidden_size, L = mc->n_layers;
     if (T > work->Tmax) return WQ_ERR_ARG;
     memset(dalpha, 0, (size_t)net->n_alpha * sizeof *dalpha);
-    /* forward, keeping every block's input */
+    /* forward with the backward's own block forward (so the gradient is that of the loss
+     * computed), keeping every block's input; the activations of one block at a time */
     wq_kern_embed(net->embed, ids, T, d, work->xs);
-    for (int64_t b = 0; b < L; b++) {
-        float *x = work->xs + (b + 1) * T * d;
-        memcpy(x, work->xs + b * T * d, (size_t)(T * d) * sizeof(float));
-        wq_kern_block_forward(mc, &net->blocks[b], x, T, rope_cos, rope_sin, work->fwd_ws, NULL);
-    }
+    for (int64_t b = 0; b < L; b++)
+        wq_kern_bwd_block_forward_f32(mc, &net->blocks[b], work->xs + b * T * d,
+                                      work->xs + (b + 1) * T * d, 1, T, rope_cos, rope_sin,
+                                      work->act, work->bwd_ws);
     /* loss and its gradient at the last hidden state */
     *nll = wq_kern_head_nll_backward(mc, net->final_norm, net->lm_head, work->xs + L * T * d, T,
                                      ids + 1, scale, work->dx, work->head_ws, NULL);
     /* backward through the blocks; per linear dL/dWeff, then dL/dalpha */
     for (int64_t b = L - 1; b >= 0; b--) {
-        BLOCK_BACKWARD(mc, &net->blocks[b], work->xs + b * T * d, T, rope_cos, rope_sin, work->dx,
-                       work->dx2, work->G, work->bwd_ws);
+        /* the last block's activations are still stored; the others are recomputed from the
+         * stored block input (one extra block forward each instead of L blocks' activations) */
+        if (b < L - 1)
+            wq_kern_bwd_block_forward_f32(mc, &net->blocks[b], work->xs + b * T * d,
+                                          work->xs + (b + 1) * T * d, 1, T, rope_cos, rope_sin,
+                                          work->act, work->bwd_ws);
+        for (int l = 0; l < WQ_TEQ_N_LIN; l++) /* the kernel accumulates: one block's G only */
+            memset(work->G[l], 0,
+                   (size_t)(net->lin[b * WQ_TEQ_N_LIN + l].rows *
+                            net->lin[b * WQ_TEQ_N_LIN + l].cols) *
+                       sizeof(float));
+        const wq_block_grads g = {.wq = work->G[0],
+                                  .wk = work->G[1],
+                                  .wv = work->G[2],
+                                  .wo = work->G[3],
+                                  .w_gate = work->G[4],
+                                  .w_up = work->G[5],
+                                  .w_down = work->G[6]};
+        wq_kern_bwd_block_backward_f32(mc, &net->blocks[b], work->dx, b > 0 ? work->dx2 : NULL, &g,
+                                       1, T, rope_cos, rope_sin, work->act, work->bwd_ws);
         float *t = work->dx;
         work->dx = work->dx2;
         work->dx2 = t;

@@ -96,7 +96,7 @@ typedef struct {
 wq_status wq_algo_teq_update_weights(wq_teq_net *net);
 
 typedef struct wq_teq_work wq_teq_work;
-/* Scratch for sequences of up to Tmax tokens (activations of every block for the backward).
+/* Scratch for sequences of up to Tmax tokens (every block's input, one block's activations).
  * *out: wq_algo_teq_work_destroy. WQ_ERR_NOMEM. */
 wq_status wq_algo_teq_work_create(const wq_model_cfg *mc, int64_t Tmax, wq_teq_work **out);
 void wq_algo_teq_work_destroy(wq_teq_work *w);

@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "kernels/kern_backward.h"
 #include "kernels/kern_llama.h"
 #include "kernels/kern_llama_impl.h"
 
@@ -26,42 +27,11 @@ double wq_kern_ce_backward_f64(const double *l, int64_t V, int32_t target, doubl
     return log(z) + m - l[target];
 }
 
-void wq_kern_rmsnorm_f64(double *y, const double *x, const double *w, int64_t T, int64_t d,
-                         double eps)
-{
-    for (int64_t t = 0; t < T; t++) {
-        const double *xr = x + t * d;
-        double ss = 0.0;
-        for (int64_t i = 0; i < d; i++)
-            ss += xr[i] * xr[i];
-        const double r = 1.0 / sqrt(ss / (double)d + eps);
-        for (int64_t i = 0; i < d; i++)
-            y[t * d + i] = w[i] * (xr[i] * r);
-    }
-}
-
-void wq_kern_rmsnorm_backward_f64(double *dx, const double *dy, const double *x, const double *w,
-                                  int64_t T, int64_t d, double eps)
-{
-    for (int64_t t = 0; t < T; t++) {
-        const double *xr = x + t * d, *gr = dy + t * d;
-        double ss = 0.0, gx = 0.0;
-        for (int64_t i = 0; i < d; i++) {
-            ss += xr[i] * xr[i];
-            gx += w[i] * gr[i] * xr[i];
-        }
-        const double r = 1.0 / sqrt(ss / (double)d + eps);
-        const double c = r * r * r * gx / (double)d;
-        for (int64_t i = 0; i < d; i++)
-            dx[t * d + i] = r * (w[i] * gr[i]) - xr[i] * c;
-    }
-}
-
 size_t wq_kern_head_backward_workspace_bytes(const wq_model_cfg *cfg)
 {
     const int64_t d = cfg->hidden_size, V = cfg->vocab_size;
     return (kl_pad(WQ_HEAD_ROW_BLOCK * V) + kl_pad(WQ_HEAD_ROW_BLOCK * d)) * sizeof(float) +
-           (size_t)(2 * V + 3 * d + 16) * sizeof(double);
+           (size_t)(2 * V + 4 * d + 16) * sizeof(double);
 }
 
 double wq_kern_head_nll_backward(const wq_model_cfg *cfg, const float *final_norm,
@@ -75,7 +45,7 @@ double wq_kern_head_nll_backward(const wq_model_cfg *cfg, const float *final_nor
     float *panel = kl_carve(&cur, WQ_HEAD_ROW_BLOCK * V); /* logits, then dlogits */
     float *xn = kl_carve(&cur, WQ_HEAD_ROW_BLOCK * d);    /* normed rows, then d(normed) */
     double *l64 = (double *)(void *)cur, *dl64 = l64 + V, *xr = dl64 + V, *gr = xr + d,
-           *w64 = gr + d;
+           *w64 = gr + d, *yr = w64 + d;
     for (int64_t i = 0; i < d; i++)
         w64[i] = final_norm[i];
     double total = 0.0;
@@ -117,7 +87,9 @@ double wq_kern_head_nll_backward(const wq_model_cfg *cfg, const float *final_nor
                 xr[i] = x[t * d + i];
                 gr[i] = xn[(t - t0) * d + i];
             }
-            wq_kern_rmsnorm_backward_f64(gr, gr, xr, w64, 1, d, (double)(float)cfg->rms_norm_eps);
+            double r;
+            wq_kern_bwd_rmsnorm_fwd_f64(yr, &r, xr, w64, 1, d, (double)(float)cfg->rms_norm_eps);
+            wq_kern_bwd_rmsnorm_f64(gr, NULL, gr, xr, w64, &r, 1, d);
             for (int64_t i = 0; i < d; i++)
                 dx[t * d + i] = (float)gr[i];
         }

@@ -6,9 +6,9 @@
  *
  * Precision: the forward pieces (RMSNorm, logits) are exactly those of wq_kern_head_nll, so the
  * loss this returns is bitwise the NLL `eval` reports; the softmax, cross-entropy gradient and the
- * RMSNorm backward run in double; the [T][V] x [V][d] product dlogits . lm_head is one cblas_sgemm
- * per WQ_HEAD_ROW_BLOCK rows. The _f64 pieces are the exact math in double (used by the float
- * path, and checked against finite differences by the tests). */
+ * RMSNorm backward (kern_backward.h's, f64) run in double; the [T][V] x [V][d] product dlogits .
+ * lm_head is one cblas_sgemm per WQ_HEAD_ROW_BLOCK rows. The _f64 pieces are the exact math in
+ * double (used by the float path, and checked against finite differences by the tests). */
 #ifndef WQ_KERN_LOSS_H
 #define WQ_KERN_LOSS_H
 
@@ -26,17 +26,6 @@ extern "C" {
  *   dl[v] = scale * (exp(l[v] - m) / Z - [v == target])               (dl may be NULL). */
 double wq_kern_ce_backward_f64(const double *l, int64_t V, int32_t target, double scale,
                                double *dl);
-
-/* RMSNorm in double: y[t][i] = w[i] * x[t][i] * r_t, r_t = 1 / sqrt(mean_i x[t][i]^2 + eps).
- * y, x [T][d]; w [d]. */
-void wq_kern_rmsnorm_f64(double *y, const double *x, const double *w, int64_t T, int64_t d,
-                         double eps);
-
-/* RMSNorm backward (input gradient; the norm weight is not trained): for each row t,
- *   g_i = w[i] * dy[t][i],  dx[t][i] = r_t * g_i - x[t][i] * r_t^3 * (sum_j g_j x[t][j]) / d.
- * dx, dy, x [T][d]; w [d]. dx may alias dy. */
-void wq_kern_rmsnorm_backward_f64(double *dx, const double *dy, const double *x, const double *w,
-                                  int64_t T, int64_t d, double eps);
 
 /* Scratch for wq_kern_head_nll_backward: a [WQ_HEAD_ROW_BLOCK][V] float panel, a
  * [WQ_HEAD_ROW_BLOCK][d] float panel, and four [V or d] double rows. */
