@@ -31,6 +31,9 @@ echo '{"hqq": {"global": {"dtype": "nf4", "group_size": 64}}}' > "$OUT/config/hq
 cp "$ROOT/assets/stories260K-hf/tokenizer.model" "$OUT/tok/stories260K.model"
 head -c 600 "$ROOT/assets/stories260K-hf/tokenizer.model" > "$OUT/tok/prefix600.model"
 
+# tokjson: the test tokenizer.json files cut down, each with a text part (needs node).
+if command -v node >/dev/null; then node "$ROOT/fuzz/tools/make_tokjson_seeds.mjs"; fi
+
 # st: the real header with 64 data bytes (offsets then point past the end: rejected), and small
 # valid files derived from it (a few tensors, offsets rewritten, data zero-filled).
 python3 - "$ROOT/assets/stories260K-hf/model.safetensors" "$OUT/st" <<'PY'

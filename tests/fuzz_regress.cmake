@@ -3,7 +3,7 @@
 # fuzz/regressions/<harness>/ and the seed corpus fuzz/corpus/<harness>/. Under WQ_SANITIZE the
 # replays run with ASan+UBSan (scripts/sanitize.sh). A crash or harness invariant abort fails.
 set(_wq_fuzz_dir ${PROJECT_SOURCE_DIR}/fuzz)
-foreach(h IN ITEMS st config tok h5)
+foreach(h IN ITEMS st config tok tokjson h5)
   if(NOT EXISTS ${_wq_fuzz_dir}/fuzz_${h}.c)
     continue()
   endif()

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "wq_testutil.h"
+
 const char *wq_e2e_bin(void) { return WQ_BUILD_DIR "/wquant"; }
 
 int wq_e2e_file_exists(const char *path)
@@ -63,4 +65,33 @@ double wq_e2e_tinystories_ppl(const char *model_dir, const char *h5)
         return NAN;
     }
     return strtod(p + 7, NULL);
+}
+
+int wq_e2e_nan_embedding_model(const char *model_dir, const char *dir)
+{
+    char p[1024];
+    if (wq_test_system("mkdir -p %s && cp %s/config.json %s/model.safetensors %s/tokenizer.model %s/", dir,
+                       model_dir, model_dir, model_dir, dir))
+        return -1;
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "r+b");
+    uint64_t hl;
+    if (!f || fread(&hl, 8, 1, f) != 1) return -1;
+    char *h = calloc(hl + 1, 1);
+    int rc = h && fread(h, 1, hl, f) == hl ? 0 : -1;
+    const char *t = rc == 0 ? strstr(h, "\"model.embed_tokens.weight\"") : NULL;
+    const char *o = t ? strstr(t, "data_offsets") : NULL;
+    const char *sh = t ? strstr(t, "shape") : NULL;
+    if (!o || !sh) rc = -1;
+    if (rc == 0) {
+        long begin = strtol(strchr(o, '[') + 1, NULL, 10);
+        long rows = strtol(strchr(sh, '[') + 1, NULL, 10), cols = strtol(strchr(sh, ',') + 1, NULL, 10);
+        float nan = NAN;
+        for (long r = 0; r < rows && rc == 0; r++) {
+            fseek(f, (long)(8 + hl) + begin + r * cols * 4, SEEK_SET);
+            rc = fwrite(&nan, 4, 1, f) == 1 ? 0 : -1;
+        }
+    }
+    free(h);
+    return fclose(f) == 0 ? rc : -1;
 }

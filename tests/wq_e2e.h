@@ -15,6 +15,11 @@ int wq_e2e_file_exists(const char *path);
  * model_dir, evaluated on one process; NAN when the run fails (its log is printed). */
 double wq_e2e_tinystories_ppl(const char *model_dir, const char *h5);
 
+/* Copies the model in model_dir (config.json, model.safetensors, tokenizer.model) to dir and sets
+ * element 0 of every row of model.embed_tokens.weight (f32) to NaN, so any calibration window
+ * yields non-finite activations. Returns 0 on success. */
+int wq_e2e_nan_embedding_model(const char *model_dir, const char *dir);
+
 /* A tiny safetensors writer for crafting (possibly broken) test files: header text and data given
  * verbatim; header_len_override >= 0 replaces the 8-byte length field. */
 int wq_e2e_write_st(const char *path, const char *header, const void *data, size_t data_len,

@@ -4,6 +4,7 @@
 #define WQ_CLI_H
 
 #include "dist/dist.h"
+#include "model/tok_sp.h"
 #include "wq_status.h"
 
 int wq_cmd_quantize(int argc, char **argv, wq_dist *d);
@@ -20,5 +21,9 @@ double wq_cli_now(void);
 /* Rank 0 reads a whole file and broadcasts it; every rank gets a NUL-terminated wq_malloc'd copy.
  * Collective; all ranks agree on failure (message names the path). */
 wq_status wq_cli_read_bcast(wq_dist *d, const char *path, char **text, size_t *len);
+/* The tokenizer of a model directory (wq_tok_load: tokenizer.model, else tokenizer.json), checked
+ * to fit the model's embedding table: WQ_ERR_FORMAT (logged with the directory and both sizes)
+ * when it has more ids than vocab_size. Not collective. *out: wq_tok_free. */
+wq_status wq_cli_load_tokenizer(const char *model_dir, int64_t vocab_size, wq_tokenizer **out);
 
 #endif

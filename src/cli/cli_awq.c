@@ -10,6 +10,7 @@
 #include "algos/algo_awq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_block.h"
+#include "cli/cli_scaled.h"
 #include "core/core_alloc.h"
 #include "core/core_half.h"
 #include "core/core_log.h"
@@ -17,13 +18,6 @@
 #include "kernels/kern_exact.h"
 
 enum { N_LIN = WQ_BLK_N_LINEARS };
-
-/* Tuples sharing one scale (INC's trace result for Llama, numerics 5.3) and their absorber. */
-static const struct {
-    int first, n;
-    const char *absorber; /* NULL: self tuple (input scale stored with the layer) */
-} k_tuple[4] = {{0, 3, "input_layernorm.weight"}, {3, 1, NULL}, {4, 2, "post_attention_layernorm.weight"},
-                {6, 1, NULL}};
 
 typedef struct {
     int64_t n;             /* local sequences */
@@ -180,10 +174,10 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             /* 2. scale search per tuple (5.4) */
             int has_scale[4] = {0};
             for (int t = 0; t < 4 && st == WQ_OK; t++) {
-                int first = k_tuple[t].first, n = k_tuple[t].n, kind = wq_blk_linears[first].input;
+                int first = wq_blk_tuples[t].first, n = wq_blk_tuples[t].n, kind = wq_blk_linears[first].input;
                 int quantized = 0;
                 for (int l = first; l < first + n; l++) quantized |= idx[l] >= 0;
-                if (!cfg->ap.use_auto_scale || !quantized || (!k_tuple[t].absorber && cfg->ap.folding)) continue;
+                if (!cfg->ap.use_auto_scale || !quantized || (!wq_blk_tuples[t].absorber && cfg->ap.folding)) continue;
                 int64_t cols = in_of[kind];
                 const wq_qspec *sp = &spec[idx[first] >= 0 ? first : first + 1];
                 float *wmean = wq_malloc((size_t)cols * sizeof(float));
@@ -240,53 +234,15 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                 if (st == WQ_OK) quant[l] = 1.0f - (float)pick_min(acc, WQ_AWQ_N_CLIP_RATIOS) / 100.0f;
             }
             /* 4. final quantization of the scaled weights and the absorbed norms (5.5, 5.7) */
-            for (int l = 0; l < N_LIN && st == WQ_OK; l++) {
-                if (idx[l] < 0) continue;
-                int kind = wq_blk_linears[l].input, t = kind;
-                int64_t rows = rows_of[l], cols = in_of[kind];
-                wq_status ws = WQ_OK;
-                if (wq_dist_rank(sd) == l % wq_dist_size(sd)) {
-                    float *Ws = wq_buf[l];
-                    for (int64_t r = 0; r < rows; r++)
-                        for (int64_t cc = 0; cc < cols; cc++)
-                            Ws[r * cols + cc] = has_scale[t] ? W[l][r * cols + cc] * scale[t][cc] : W[l][r * cols + cc];
-                    wq_qspec sq = spec[l];
-                    sq.mse_search = false;
-                    wq_qmatrix m = {0};
-                    char layer[256];
-                    snprintf(layer, sizeof layer, "model.layers.%lld.%s", (long long)b, wq_blk_linears[l].sub);
-                    ws = wq_algo_rtn_quantize_quantile(&sq, layer, Ws, rows, cols, quant[l], &m);
-                    if (ws == WQ_OK) ws = wq_h5_write_qlinear(f, idx[l], &m);
-                    if (ws == WQ_OK && entries[idx[l]].n_extra > 0) {
-                        float *inv = scratch;
-                        for (int64_t cc = 0; cc < cols; cc++) inv[cc] = has_scale[t] && !k_tuple[t].absorber ? 1.0f / scale[t][cc] : 1.0f;
-                        ws = wq_h5_write_extra(f, idx[l], "input_scale", inv);
-                    }
-                    wq_qmatrix_free(&m);
-                }
-                st = wq_dist_agree(sd, ws);
+            wq_blk_scaling sc = {.norm_s = {has_scale[0] ? scale[0] : NULL, has_scale[2] ? scale[2] : NULL}};
+            for (int l = 0; l < N_LIN; l++) {
+                int t = wq_blk_linears[l].input; /* tuple index equals the input kind */
+                sc.s[l] = has_scale[t] ? scale[t] : NULL;
+                sc.absorbed[l] = wq_blk_tuples[t].absorber != NULL;
+                sc.quantile[l] = quant[l];
             }
-            for (int t = 0; t < 4 && st == WQ_OK; t++) {
-                if (!k_tuple[t].absorber) continue;
-                char name[256];
-                snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)b, k_tuple[t].absorber);
-                int64_t ridx = lookup_raw(lookup_ctx, name);
-                wq_status ws = WQ_OK;
-                if (ridx >= 0 && wq_dist_rank(sd) == 0) {
-                    const float *nw = t == 0 ? bb.w.attn_norm : bb.w.mlp_norm;
-                    float *out = scratch;
-                    for (int64_t i = 0; i < d; i++) out[i] = has_scale[t] ? nw[i] / scale[t][i] : nw[i];
-                    void *raw = wq_malloc((size_t)d * 8);
-                    if (!raw) {
-                        ws = WQ_ERR_NOMEM;
-                    } else {
-                        wq_convert_from_f32(entries[ridx].orig_dtype, out, raw, (size_t)d);
-                        ws = wq_h5_write_raw(f, ridx, raw);
-                        wq_free(raw);
-                    }
-                }
-                st = wq_dist_agree(sd, ws);
-            }
+            if (st == WQ_OK)
+                st = wq_cli_write_scaled_block(sd, mc, b, &bb, &sc, f, entries, idx, lookup_raw, lookup_ctx, scratch);
             /* 5. the fp block gives the next block's inputs (INC) */
             if (st == WQ_OK) st = wq_dist_agree(sd, wq_engine_forward(e, &bb.w, 1, 0, NULL, NULL));
             cap_free(&c);

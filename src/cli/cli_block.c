@@ -8,6 +8,9 @@ const wq_blk_linear wq_blk_linears[WQ_BLK_N_LINEARS] = {
     {"mlp.down_proj", WQ_BLK_IN_DOWN},
 };
 
+const wq_blk_tuple wq_blk_tuples[WQ_BLK_N_INPUTS] = {
+    {0, 3, "input_layernorm.weight"}, {3, 1, NULL}, {4, 2, "post_attention_layernorm.weight"}, {6, 1, NULL}};
+
 wq_blk_dims wq_blk_dims_of(const wq_model_cfg *mc)
 {
     const int64_t d = mc->hidden_size, F = mc->intermediate_size;

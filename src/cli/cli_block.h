@@ -20,6 +20,16 @@ typedef struct {
 /* q, k, v, o, gate, up, down. */
 extern const wq_blk_linear wq_blk_linears[WQ_BLK_N_LINEARS];
 
+/* Linears sharing one per-input-channel scale (INC's trace result for Llama, numerics 5.3):
+ * tuple t = linears [first, first + n), all reading captured input t, and the norm that absorbs 1/s
+ * ("input_layernorm.weight" / "post_attention_layernorm.weight"; NULL: no absorbable predecessor,
+ * o_proj and down_proj). Used by AWQ (5.3) and TEQ (6) with folding. */
+typedef struct {
+    int first, n;
+    const char *absorber;
+} wq_blk_tuple;
+extern const wq_blk_tuple wq_blk_tuples[WQ_BLK_N_INPUTS];
+
 typedef struct {
     int64_t in[WQ_BLK_N_INPUTS];    /* width of each captured input */
     int64_t rows[WQ_BLK_N_LINEARS]; /* output features of each linear */

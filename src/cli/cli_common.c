@@ -65,3 +65,18 @@ double wq_cli_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+wq_status wq_cli_load_tokenizer(const char *model_dir, int64_t vocab_size, wq_tokenizer **out)
+{
+    *out = NULL;
+    wq_tokenizer *tok = NULL;
+    WQ_TRY(wq_tok_load(model_dir, &tok));
+    if (wq_tok_vocab_size(tok) > vocab_size) {
+        WQ_LOG_ERROR("%s: tokenizer has %lld pieces but the model only %lld embeddings", model_dir,
+                     (long long)wq_tok_vocab_size(tok), (long long)vocab_size);
+        wq_tok_free(tok);
+        return WQ_ERR_FORMAT;
+    }
+    *out = tok;
+    return WQ_OK;
+}

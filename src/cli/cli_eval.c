@@ -1,6 +1,7 @@
 /* cli_eval.c: `wquant eval` (perplexity under the stories or windows protocol, distributed over the
  * engine's stage x data grid) and `wquant generate` (greedy decoding, a smoke test).
  * Layer: cli. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,13 +115,7 @@ static wq_status build_evalset(const char *model_dir, const char *text, const ch
                      (long long)seqlen, (long long)mc->max_position_embeddings);
         return WQ_ERR_ARG;
     }
-    WQ_TRY(wq_tok_load(model_dir, &tok));
-    if (wq_tok_vocab_size(tok) > mc->vocab_size) {
-        WQ_LOG_ERROR("%s: tokenizer has %lld pieces but the model only %lld embeddings", model_dir,
-                     (long long)wq_tok_vocab_size(tok), (long long)mc->vocab_size);
-        st = WQ_ERR_FORMAT;
-        goto done;
-    }
+    WQ_TRY(wq_cli_load_tokenizer(model_dir, mc->vocab_size, &tok));
     if (strcmp(protocol, "stories") == 0) {
         WQ_TRY_GOTO(wq_data_load_stories(text, a, b, &docs), st, done);
         WQ_TRY_GOTO(wq_data_eval_stories(tok, &docs, seqlen, &out->seqs), st, done);
@@ -146,6 +141,29 @@ done:
     wq_tok_free(tok);
     if (st != WQ_OK) evalset_free(out);
     return st;
+}
+
+/* The sequences as text, one per line, so other tools (llama.cpp in tests/gguf) evaluate exactly
+ * the same tokens. */
+static wq_status dump_ids(const char *path, const evalset *es)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        WQ_LOG_ERROR("cannot write '%s': %s", path, strerror(errno));
+        return WQ_ERR_IO;
+    }
+    int ok = 1;
+    for (int64_t i = 0; i < es->seqs.n_seqs && ok; i++) {
+        for (int64_t j = 0; j < es->lens[i] && ok; j++)
+            ok = fprintf(f, j ? " %d" : "%d", (int)es->ids[i][j]) > 0;
+        ok = ok && fputc('\n', f) != EOF;
+    }
+    ok = fclose(f) == 0 && ok;
+    if (!ok) {
+        WQ_LOG_ERROR("cannot write '%s'", path);
+        return WQ_ERR_IO;
+    }
+    return WQ_OK;
 }
 
 /* "A:B" -> a, b (B may be empty or -1 for "to the end"). */
@@ -175,6 +193,8 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
         {"seqlen", WQ_OPT_VALUE, "L", "window length / story cut (default 512)"},
         {"stages", WQ_OPT_VALUE, "P", "pipeline stages (default 1)"},
         {"json", WQ_OPT_FLAG, NULL, "print one JSON object {ppl, nll, tokens, ...}"},
+        {"dump-ids", WQ_OPT_VALUE, "FILE",
+         "also write the evaluated sequences, one per line (space-separated ids)"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
     };
@@ -213,6 +233,8 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
     wq_engine *e = NULL;
     wq_status st = weights_open(model, wq_cli_opt(opts, "quantized")->value, &w);
     if (st == WQ_OK) st = build_evalset(model, text, protocol, a, b, n_windows, seqlen, &w.mc, &es);
+    if (st == WQ_OK && rank == 0 && wq_cli_opt(opts, "dump-ids")->value)
+        st = dump_ids(wq_cli_opt(opts, "dump-ids")->value, &es);
     st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_engine_create(d, &w.mc, (int)stages, es.ids, es.lens, es.seqs.n_seqs, &e);
     if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &w.src));
@@ -281,6 +303,8 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d)
         {"model", WQ_OPT_VALUE, "DIR", "HuggingFace model directory"},
         {"quantized", WQ_OPT_VALUE, "FILE.h5", "use this container's weights"},
         {"prompt-ids", WQ_OPT_VALUE, "I,J,..", "prompt token ids (default: BOS)"},
+        {"prompt", WQ_OPT_VALUE, "TEXT", "prompt text: BOS + the model's tokenizer encoding"},
+        {"decode", WQ_OPT_FLAG, NULL, "also print the decoded text (the model's tokenizer)"},
         {"steps", WQ_OPT_VALUE, "N", "tokens to generate (default 80)"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
@@ -290,8 +314,8 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d)
     if (wq_cli_parse(argc, argv, 2, opts, pos, 0, &n_pos) != 0) return 2;
     if (wq_cli_opt(opts, "help")->count) {
         if (rank == 0)
-            wq_cli_print_help("wquant generate --model DIR [--quantized FILE.h5] [--prompt-ids 1,2] "
-                              "[--steps N]",
+            wq_cli_print_help("wquant generate --model DIR [--quantized FILE.h5] [--prompt-ids 1,2 | "
+                              "--prompt TEXT] [--steps N] [--decode]",
                               "Greedy decoding (a smoke test); prints the ids, prompt included.", opts);
         return 0;
     }
@@ -302,16 +326,38 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d)
         return 2;
     }
     if (wq_cli_get_int(opts, "steps", 0, 1 << 20, &steps)) return 2;
+    const char *prompt = wq_cli_opt(opts, "prompt")->value;
+    const bool decode = wq_cli_opt(opts, "decode")->count > 0;
+    if (prompt && wq_cli_opt(opts, "prompt-ids")->value) {
+        if (rank == 0) fprintf(stderr, "wquant generate: --prompt and --prompt-ids exclude each other\n");
+        return 2;
+    }
     wq_status st = WQ_OK;
     if (rank == 0) {
         weights w;
+        wq_tokenizer *tok = NULL;
         st = weights_open(model, wq_cli_opt(opts, "quantized")->value, &w);
+        if (st == WQ_OK && (prompt || decode)) st = wq_cli_load_tokenizer(model, w.mc.vocab_size, &tok);
         int32_t *ids = NULL;
         int64_t n = 0;
         if (st == WQ_OK) {
             ids = wq_malloc((size_t)(steps + 4096) * sizeof(int32_t));
             const char *p = wq_cli_opt(opts, "prompt-ids")->value;
-            if (!p) {
+            if (prompt) {
+                int32_t *pi = NULL;
+                int64_t pn = 0;
+                st = wq_tok_encode(tok, prompt, strlen(prompt), &pi, &pn);
+                if (st == WQ_OK && pn > 4095) {
+                    WQ_LOG_ERROR("--prompt: %lld tokens, more than 4095", (long long)pn);
+                    st = WQ_ERR_ARG;
+                }
+                if (st == WQ_OK) {
+                    ids[n++] = (int32_t)w.mc.bos_token_id;
+                    if (pn) memcpy(ids + n, pi, (size_t)pn * sizeof *pi);
+                    n += pn;
+                }
+                wq_free(pi);
+            } else if (!p) {
                 ids[n++] = (int32_t)w.mc.bos_token_id;
             } else {
                 for (char *end; *p && n < 4096; p = *end ? end + 1 : end) {
@@ -341,6 +387,17 @@ int wq_cmd_generate(int argc, char **argv, wq_dist *d)
             for (int64_t i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
             printf("]\n");
         }
+        if (st == WQ_OK && decode) {
+            char *text = NULL;
+            size_t len = 0;
+            st = wq_tok_decode(tok, ids, n, &text, &len);
+            if (st == WQ_OK) {
+                fwrite(text, 1, len, stdout);
+                printf("\n");
+            }
+            wq_free(text);
+        }
+        wq_tok_free(tok);
         wq_free(ids);
         if (w.st || w.h5) weights_close(&w);
     }

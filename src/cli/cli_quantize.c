@@ -12,6 +12,7 @@
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
 #include "cli/cli_ckpt.h"
+#include "cli/cli_teq.h"
 #include "cli/cli_gptq.h"
 #include "cli/cli_source.h"
 #include "dist/dist_engine.h"
@@ -149,7 +150,7 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
              * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
             int in_block = strncmp(layer, "model.layers.", 13) == 0;
-            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ) && in_block) {
+            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ || cfg->algo == WQ_ALGO_TEQ) && in_block) {
                 cost[i] = -1;
                 /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
                  * (INC's MulLinear) their input scale is stored with the layer */
@@ -160,6 +161,12 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
                 }
                 if (cfg->algo == WQ_ALGO_AWQ && !cfg->ap.folding &&
                     (strstr(layer, "o_proj") || strstr(layer, "down_proj"))) {
+                    e->n_extra = 1;
+                    snprintf(e->extra[0].name, sizeof e->extra[0].name, "input_scale");
+                    e->extra[0].len = e->cols;
+                }
+                /* TEQ folding=false: every linear has its own trained scale (numerics 6) */
+                if (cfg->algo == WQ_ALGO_TEQ && !cfg->ap.folding) {
                     e->n_extra = 1;
                     snprintf(e->extra[0].name, sizeof e->extra[0].name, "input_scale");
                     e->extra[0].len = e->cols;
@@ -181,7 +188,7 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             e->linear = is_linear_weight(t, layer, sizeof layer);
             cost[i] = t->numel / 8; /* a copy is cheaper than quantizing */
             /* AWQ rescales the blocks' norms: written by the block pass */
-            if (cfg->algo == WQ_ALGO_AWQ && strncmp(t->name, "model.layers.", 13) == 0 &&
+            if ((cfg->algo == WQ_ALGO_AWQ || cfg->algo == WQ_ALGO_TEQ) && strncmp(t->name, "model.layers.", 13) == 0 &&
                 strstr(t->name, "layernorm.weight"))
                 cost[i] = -1;
         }
@@ -235,7 +242,7 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
                      wq_algo_name(cfg->algo));
         st = WQ_ERR_ARG;
     }
-    if (st == WQ_OK) st = wq_tok_load(model_dir, &tok);
+    if (st == WQ_OK) st = wq_cli_load_tokenizer(model_dir, mc->vocab_size, &tok);
     if (st == WQ_OK) st = wq_data_calib_load(&cfg->calib, tok, &cs);
     if (st == WQ_OK && cs.seqlen > mc->max_position_embeddings) {
         WQ_LOG_ERROR("calibration seqlen %lld exceeds max_position_embeddings %lld of the model",
@@ -252,13 +259,17 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
         }
     }
     st = wq_dist_agree(d, st);
-    if (st == WQ_OK) st = wq_engine_create(d, mc, stages, ids, lens, cs.n_samples, &e);
     wq_weight_source src = wq_source_safetensors(m);
-    if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &src));
-    if (st == WQ_OK && cfg->algo == WQ_ALGO_GPTQ)
+    if (st == WQ_OK && cfg->algo == WQ_ALGO_TEQ) /* whole-model training, data parallel */
+        st = wq_cli_teq_run(d, mc, &src, cfg, ids, lens, cs.n_samples, f, p->entries, lookup_entry,
+                            lookup_raw, (void *)p, progress);
+    else if (st == WQ_OK)
+        st = wq_engine_create(d, mc, stages, ids, lens, cs.n_samples, &e);
+    if (st == WQ_OK && e) st = wq_dist_agree(d, wq_engine_embed(e, &src));
+    if (st == WQ_OK && e && cfg->algo == WQ_ALGO_GPTQ)
         st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, ck, p->entries, lookup_entry,
                              (void *)p, progress);
-    else if (st == WQ_OK && cfg->algo == WQ_ALGO_AWQ)
+    else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AWQ)
         st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
                             progress);
     wq_engine_destroy(e);
@@ -479,7 +490,7 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, ck, progress);
-        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ))
+        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ || cfg.algo == WQ_ALGO_TEQ))
             rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, ck, (int)stages, progress);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;

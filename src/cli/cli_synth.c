@@ -15,6 +15,7 @@
 #include "core/core_alloc.h"
 #include "core/core_half.h"
 #include "core/core_log.h"
+#include "model/export_hf.h"
 #include "model/hf_config.h"
 #include "model/st_writer.h"
 
@@ -177,19 +178,8 @@ static wq_status synth(const char *like, int64_t layers, wq_dtype dt, uint64_t s
     }
     if (st == WQ_OK && n_shards > 1)
         st = wq_st_write_index(out, names, shard_of, n, (const char *const *)files, n_shards, (uint64_t)total);
-    if (st == WQ_OK && like_is_dir) { /* bring the tokenizer along when there is one */
-        snprintf(path, sizeof path, "%s/tokenizer.model", like);
-        if (stat(path, &sb) == 0) {
-            char cmdpath[4400];
-            snprintf(cmdpath, sizeof cmdpath, "%s/tokenizer.model", out);
-            FILE *in = fopen(path, "rb"), *o = fopen(cmdpath, "wb");
-            char blk[65536];
-            size_t k;
-            while (in && o && (k = fread(blk, 1, sizeof blk, in)) > 0) fwrite(blk, 1, k, o);
-            if (in) fclose(in);
-            if (o) fclose(o);
-        }
-    }
+    if (st == WQ_OK && like_is_dir) /* bring the tokenizer files along when there are some */
+        st = wq_hf_copy_tokenizer(like, out);
     for (int s = 0; files && s < n_shards; s++) wq_free(files[s]);
     wq_free(files);
     wq_free(shard_of);

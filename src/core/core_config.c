@@ -68,6 +68,8 @@ static const key_desc k_algo_keys[] = {
     {"train_lr", K_DOUBLE, AP(teq_lr), 0, 1e3, 0, A(TEQ), NULL},
     {"train_steps", K_INT, AP(teq_steps), 0, 1 << 30, 0, A(TEQ), NULL},
     {"warmup_ratio", K_DOUBLE, AP(teq_warmup), 0, 1, 0, A(TEQ), NULL},
+    {"train_batch_size", K_INT, AP(teq_batch_size), 1, 1 << 30, 0, A(TEQ), NULL},
+    {"gradient_accumulation_steps", K_INT, AP(teq_grad_accum), 1, 1 << 30, 0, A(TEQ), NULL},
     {"quant_zero", K_BOOL, AP(quant_zero), 0, 1, 0, A(HQQ), NULL},
     {"quant_scale", K_BOOL, AP(quant_scale), 0, 1, 0, A(HQQ), NULL},
     {"scale_quant_group_size", K_INT, AP(scale_quant_group_size), 1, 1 << 30, 0, A(HQQ), NULL},
@@ -106,6 +108,8 @@ void wq_config_defaults(wq_config *cfg, wq_algo algo)
     ap->teq_lr = 1e-3;
     ap->teq_steps = 1000;
     ap->teq_warmup = 0.05;
+    ap->teq_batch_size = 8;
+    ap->teq_grad_accum = 1;
     ap->quant_zero = true;
     ap->scale_quant_group_size = 128;
     ap->hqq_iters = 20;
@@ -519,6 +523,10 @@ static wq_status validate_from(const wq_config *cfg, const char *origin)
     }
     if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.act_order && cfg->ap.hybrid_order) {
         WQ_LOG_ERROR("%s: keys 'act_order' and 'hybrid_order' are mutually exclusive", origin);
+        return WQ_ERR_ARG;
+    }
+    if (cfg->algo == WQ_ALGO_TEQ && !(cfg->ap.teq_lr > 0)) {
+        WQ_LOG_ERROR("%s: key 'train_lr' must be > 0 (got %g)", origin, cfg->ap.teq_lr);
         return WQ_ERR_ARG;
     }
     return WQ_OK;

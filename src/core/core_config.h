@@ -70,6 +70,8 @@ typedef struct {
     double teq_lr;
     int64_t teq_steps;
     double teq_warmup;
+    int64_t teq_batch_size; /* calibration sequences per training batch */
+    int64_t teq_grad_accum; /* batches per optimizer step */
     /* HQQ (7.1) */
     bool quant_zero, quant_scale;
     int64_t scale_quant_group_size;

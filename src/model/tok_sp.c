@@ -3,6 +3,8 @@
  * over a doubly linked list, so a long text costs O(n log n). Layer: model. */
 #include "model/tok_sp.h"
 
+#include "model/tok_json.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -44,6 +46,7 @@ enum { PB_WIRE_VARINT = 0, PB_WIRE_I64 = 1, PB_WIRE_LEN = 2, PB_WIRE_I32 = 5 };
 enum { SP_MODEL_UNIGRAM = 1, SP_MODEL_BPE = 2 };
 
 struct wq_tokenizer {
+    wq_tok_json *json;    /* non-NULL: a tokenizer.json model; every function forwards to it */
     char *origin;         /* file name for messages */
     int32_t n;            /* pieces */
     char *pool;           /* piece bytes, each NUL-terminated */
@@ -517,6 +520,32 @@ done:
     return st;
 }
 
+static bool is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* A tokenizer.json wrapped in the common handle. */
+static wq_status load_json(const char *file, wq_tokenizer **out)
+{
+    wq_tokenizer *t = wq_calloc(1, sizeof *t);
+    if (!t) return WQ_ERR_NOMEM;
+    wq_status st = wq_tok_json_load(file, &t->json);
+    if (st != WQ_OK) {
+        wq_free(t);
+        return st;
+    }
+    *out = t;
+    return WQ_OK;
+}
+
 wq_status wq_tok_load(const char *path, wq_tokenizer **out)
 {
     wq_status st = WQ_OK;
@@ -530,8 +559,19 @@ wq_status wq_tok_load(const char *path, wq_tokenizer **out)
     file = wq_malloc(plen + sizeof "/tokenizer.model");
     WQ_CHECK_GOTO(file, st, WQ_ERR_NOMEM, done, "out of memory");
     memcpy(file, path, plen + 1);
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        /* precedence: tokenizer.model (SentencePiece), then tokenizer.json */
         memcpy(file + plen, "/tokenizer.model", sizeof "/tokenizer.model");
+        if (!is_file(file)) {
+            memcpy(file + plen, "/tokenizer.json", sizeof "/tokenizer.json");
+            WQ_CHECK_GOTO(is_file(file), st, WQ_ERR_IO, done,
+                          "%s: no tokenizer.model or tokenizer.json in this directory", path);
+        }
+    }
+    if (ends_with(file, ".json")) {
+        st = load_json(file, out);
+        goto done;
+    }
     WQ_TRY_GOTO(read_whole_file(file, &buf, &n), st, done);
     WQ_TRY_GOTO(wq_tok_load_mem(buf, n, file, out), st, done);
     WQ_LOG_DEBUG("%s: %d pieces, bos %d eos %d unk %d, byte_fallback %d, dummy_prefix %d, "
@@ -547,6 +587,7 @@ done:
 void wq_tok_free(wq_tokenizer *t)
 {
     if (!t) return;
+    wq_tok_json_free(t->json);
     wq_free(t->origin);
     wq_free(t->pool);
     wq_free(t->off);
@@ -562,42 +603,51 @@ void wq_tok_free(wq_tokenizer *t)
 
 int64_t wq_tok_vocab_size(const wq_tokenizer *t)
 {
+    if (t->json) return wq_tok_json_vocab_size(t->json);
     return t->n;
 }
 int32_t wq_tok_bos(const wq_tokenizer *t)
 {
+    if (t->json) return wq_tok_json_bos(t->json);
     return t->bos_id;
 }
 int32_t wq_tok_eos(const wq_tokenizer *t)
 {
+    if (t->json) return wq_tok_json_eos(t->json);
     return t->eos_id;
 }
 int32_t wq_tok_unk(const wq_tokenizer *t)
 {
+    if (t->json) return wq_tok_json_unk(t->json);
     return t->unk_id;
 }
 int32_t wq_tok_pad(const wq_tokenizer *t)
 {
+    if (t->json) return wq_tok_json_pad(t->json);
     return t->pad_id;
 }
 
 const char *wq_tok_piece(const wq_tokenizer *t, int32_t id)
 {
+    if (t->json) return wq_tok_json_piece(t->json, id);
     return (id >= 0 && id < t->n) ? t->pool + t->off[id] : NULL;
 }
 
 wq_tok_piece_type wq_tok_type(const wq_tokenizer *t, int32_t id)
 {
+    if (t->json) return wq_tok_json_type(t->json, id);
     return (id >= 0 && id < t->n) ? (wq_tok_piece_type)t->type[id] : (wq_tok_piece_type)0;
 }
 
 float wq_tok_score(const wq_tokenizer *t, int32_t id)
 {
+    if (t->json) return wq_tok_json_score(t->json, id);
     return (id >= 0 && id < t->n) ? t->score[id] : 0.0f;
 }
 
 int32_t wq_tok_piece_id(const wq_tokenizer *t, const char *piece, size_t len)
 {
+    if (t->json) return wq_tok_json_piece_id(t->json, piece, len);
     return piece ? lookup(t, piece, len) : -1;
 }
 
@@ -798,6 +848,7 @@ wq_status wq_tok_encode(const wq_tokenizer *t, const char *text, size_t len, int
     int32_t *out = NULL, *stack = NULL;
     bpe_state b = {0};
     if (!t || !ids || !n || (!text && len)) return WQ_ERR_ARG;
+    if (t->json) return wq_tok_json_encode(t->json, text, len, ids, n);
     *ids = NULL;
     *n = 0;
     WQ_CHECK_GOTO(len <= MAX_TEXT_BYTES, st, WQ_ERR_ARG, done,
@@ -919,6 +970,7 @@ wq_status wq_tok_decode(const wq_tokenizer *t, const int32_t *ids, int64_t n, ch
                         size_t *len)
 {
     if (!t || !text || n < 0 || (!ids && n > 0)) return WQ_ERR_ARG;
+    if (t->json) return wq_tok_json_decode(t->json, ids, n, text, len);
     *text = NULL;
     if (len) *len = 0;
     size_t bound = 1;

@@ -1,6 +1,8 @@
 /* tok_sp.h: SentencePiece BPE tokenizer read from a `tokenizer.model` (protobuf ModelProto) with a
  * bounds-checked wire-format reader of our own; encode reproduces SentencePiece's BPE segmentation
- * (identity normalizer, dummy prefix, whitespace escaping, byte fallback). Layer: model. No MPI. */
+ * (identity normalizer, dummy prefix, whitespace escaping, byte fallback). wq_tokenizer is also the
+ * common handle of both tokenizer kinds: a handle loaded from a tokenizer.json forwards every call
+ * below to tok_json.c (see wq_tok_load and docs/tokenizers.md). Layer: model. No MPI. */
 #ifndef WQ_TOK_SP_H
 #define WQ_TOK_SP_H
 
@@ -29,8 +31,13 @@ typedef struct wq_tokenizer wq_tokenizer;
 /* ---- lifecycle ----------------------------------------------------------------------------------
  */
 
-/* Loads a SentencePiece model. `path` is a `tokenizer.model` file or a directory containing one.
- * Not collective. On success *out is heap-owned by the caller: release with wq_tok_free.
+/* Loads the tokenizer of a model: the common entry point for eval, generate and calibration.
+ * `path` is a directory or a file. In a directory, `tokenizer.model` (SentencePiece) is used when
+ * present, else `tokenizer.json` (HuggingFace, BPE; see tok_json.h); a file whose name ends in
+ * ".json" is read as tokenizer.json, any other file as a SentencePiece model. Every function below
+ * works on either kind. Not collective. On success *out is heap-owned by the caller: release with
+ * wq_tok_free. A tokenizer.json adds the errors of wq_tok_json_load; a directory with neither file
+ * gives WQ_ERR_IO.
  * Errors (each logged with the file name): WQ_ERR_ARG (NULL arguments), WQ_ERR_IO (cannot open or
  * read), WQ_ERR_FORMAT (truncated or corrupt protobuf, invalid piece table: empty or duplicate
  * pieces, bad type, malformed <0xXX> byte piece, non-finite score, unk/bos/eos/pad id out of
