@@ -14,6 +14,8 @@
 
 #include <cblas.h>
 
+#include "bench_util.h"
+
 #include "algos/algo_gptq.h"
 #include "core/core_config.h"
 #include "core/core_log.h"
@@ -21,52 +23,13 @@
 
 void openblas_set_num_threads(int);
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static float rnd(void) /* uniform [-1, 1) */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) * 0x1.0p-52 - 1.0);
-}
-
-static double sgemm_peak(void)
-{
-    const int n = 2048;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n);
-    float *c = malloc(sizeof(float) * n * n);
-    for (long i = 0; i < (long)n * n; i++)
-        a[i] = rnd(), b[i] = rnd();
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
-        t = now() - t;
-        double gf = 2.0 * n * n * (double)n / t / 1e9;
-        if (gf > best) best = gf;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
 /* H = 2/1 X^T X + small ridge from random correlated X [tokens][n] (rank <= tokens: dead-free,
  * damping makes it PD like real calibration Hessians) */
 static double *random_h(int64_t n, int64_t tokens)
 {
     float *X = malloc(sizeof(float) * tokens * n), *Hf = malloc(sizeof(float) * n * n);
     for (int64_t k = 0; k < tokens * n; k++)
-        X[k] = rnd() * (1.0f + (float)(k % n % 7));
+        X[k] = bench_rnd() * (1.0f + (float)(k % n % 7));
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)tokens, 2.0f, X, (int)n, 0.0f,
                 Hf, (int)n);
     double *H = malloc(sizeof(double) * n * n);
@@ -83,7 +46,7 @@ static void bench_layer(int64_t rows, int64_t cols, double peak)
     double *H = random_h(cols, 1024);
     float *W = malloc(sizeof(float) * rows * cols), *Q = malloc(sizeof(float) * rows * cols);
     for (int64_t k = 0; k < rows * cols; k++)
-        W[k] = 0.02f * rnd();
+        W[k] = 0.02f * bench_rnd();
     wq_config cfg;
     wq_config_defaults(&cfg, WQ_ALGO_GPTQ);
     wq_algo_params ap = cfg.ap; /* percdamp 0.01, block 128 */
@@ -93,21 +56,21 @@ static void bench_layer(int64_t rows, int64_t cols, double peak)
     ap.act_order = true;
 
     wq_gptq_ctx *ctx = NULL;
-    double t0 = now();
+    double t0 = bench_now();
     if (wq_algo_gptq_prepare(H, cols, &spec, &ap, "bench", &ctx) != WQ_OK) {
         fprintf(stderr, "prepare failed\n");
         exit(1);
     }
-    double t1 = now();
+    double t1 = bench_now();
     free(H);
     wq_qmatrix qm;
     if (wq_algo_gptq_qmatrix_init(ctx, rows, &qm) != WQ_OK) exit(1);
-    double t2 = now();
+    double t2 = bench_now();
     if (wq_algo_gptq_solve_rows(ctx, W, 0, rows, rows, 0.0f, &qm, Q, NULL) != WQ_OK) {
         fprintf(stderr, "solve failed\n");
         exit(1);
     }
-    double t3 = now();
+    double t3 = bench_now();
     double n = (double)cols;
     double fp = 2.0 / 3.0 * n * n * n, fs = (double)rows * n * (n - 1.0);
     double tp = t1 - t0, ts = t3 - t2;
@@ -129,14 +92,14 @@ static void bench_hessian(int64_t in, int64_t tokens, int chunks, double peak)
 {
     float *X = malloc(sizeof(float) * tokens * in);
     for (int64_t k = 0; k < tokens * in; k++)
-        X[k] = rnd();
+        X[k] = bench_rnd();
     wq_exact *acc = calloc((size_t)wq_kern_hessian_packed_len(in), sizeof(wq_exact));
     void *scr = malloc(wq_kern_hessian_scratch_bytes(tokens, in, WQ_HESS_F64));
     for (int prec = 0; prec < 2; prec++) {
-        double t = now();
+        double t = bench_now();
         for (int c = 0; c < chunks; c++)
             wq_kern_hessian_add_chunk(acc, X, tokens, in, (wq_hess_prec)prec, scr);
-        t = now() - t;
+        t = bench_now() - t;
         double f = (double)chunks * (double)tokens * (double)in * (double)(in + 1);
         double gf = f / t / 1e9;
         printf("hessian %s in %lld, %d chunks x %lld tokens: %6.2f s %7.1f GFLOP/s eff %.2f "
@@ -145,9 +108,9 @@ static void bench_hessian(int64_t in, int64_t tokens, int chunks, double peak)
                gf / peak, 128.0 * 2048.0 * (double)in * (double)(in + 1) / (gf * 1e9));
     }
     double *H = malloc(sizeof(double) * in * in);
-    double t = now();
+    double t = bench_now();
     wq_kern_hessian_finalize(acc, in, 128, H);
-    printf("hessian finalize in %lld: %.2f s\n", (long long)in, now() - t);
+    printf("hessian finalize in %lld: %.2f s\n", (long long)in, bench_now() - t);
     free(H);
     free(X);
     free(acc);
@@ -168,7 +131,7 @@ int main(int argc, char **argv)
     }
     wq_log_set_level(WQ_LOG_LVL_ERROR);
     openblas_set_num_threads(threads);
-    double peak = sgemm_peak();
+    double peak = bench_sgemm_peak();
     printf("OpenBLAS sgemm peak (%d thread%s): %.1f GFLOP/s\n", threads, threads > 1 ? "s" : "",
            peak);
     bench_layer(4096, 4096, peak);

@@ -29,29 +29,33 @@ mtime() { stat -c %Y.%s "$1"; }
 wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/rtn/model.h5"
 wq_eval "$WORK/rtn/eval.json" "$MODEL" "$TEXT" --quantized "$WORK/rtn/model.h5" \
     --protocol stories --range 400:420
-mkdir -p "$WORK/sweep/configs"
-cp configs/rtn_w4g32_asym.json configs/rtn_w4g32_sym.json "$WORK/sweep/configs/"
-for i in 0 1; do
-    WQ_JOB_ID=local-$$_$i wq_sweep_point "$WORK/sweep" "$i" "$MODEL" "$TEXT" 400:420
-done
+# a 2-point sweep (RTN int4 g32 asym / sym): one point per "task", then the collect step
+cat >"$WORK/sweep.json" <<JSON
+{"base": "configs/rtn_w4g32_asym.json", "model": "$MODEL",
+ "eval": {"name": "tinystories", "text": "$TEXT", "range": "400:420"},
+ "axes": {"use_sym": [false, true]}}
+JSON
+for i in 0 1; do WQ_JOB_ID=local-$$_$i wq_sweep_point "$WORK/sweep.json" "$i" "$WORK/sweep"; done
+wq_sweep_collect "$WORK/sweep.json" "$WORK/sweep"
 
 # Outputs.
 wq_complete "$WORK/rtn/model.h5" || fail "no complete container"
 for f in rtn/qconfig.json rtn/model.config.json rtn/model.provenance.json rtn/eval.provenance.json \
-    sweep/runs/rtn_w4g32_asym/model.h5 sweep/runs/rtn_w4g32_sym/model.provenance.json; do
+    sweep/points/00_asym/model.h5 sweep/points/01_sym/result.json sweep/results.csv \
+    sweep/ppl_vs_bpw.png; do
     [[ -s $WORK/$f ]] || fail "missing $f"
 done
 grep -q '"status": "complete"' "$WORK/rtn/model.provenance.json" || fail "provenance not complete"
 cmp -s configs/rtn_w4g32_asym.json "$WORK/rtn/model.config.json" || fail "config copy differs"
 wq_has_ppl "$WORK/rtn/eval.json" || fail "no ppl in eval.json"
-for n in rtn_w4g32_asym rtn_w4g32_sym; do wq_has_ppl "$WORK/sweep/results/$n.json" || fail "no result $n"; done
+[[ $(wc -l <"$WORK/sweep/results.csv") -eq 3 ]] || fail "results.csv should have 2 rows"
 
 # Second run: everything finished is skipped (nothing rewritten).
-before="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/results/rtn_w4g32_sym.json")"
+before="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/points/01_sym/result.json")"
 wq_quantize configs/rtn_w4g32_asym.json "$MODEL" "$WORK/rtn/model.h5"
 wq_eval "$WORK/rtn/eval.json" "$MODEL" "$TEXT" --quantized "$WORK/rtn/model.h5"
-for i in 0 1; do wq_sweep_point "$WORK/sweep" "$i" "$MODEL" "$TEXT" 400:420; done
-after="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/results/rtn_w4g32_sym.json")"
+for i in 0 1; do wq_sweep_point "$WORK/sweep.json" "$i" "$WORK/sweep"; done
+after="$(mtime "$WORK/rtn/model.h5") $(mtime "$WORK/rtn/eval.json") $(mtime "$WORK/sweep/points/01_sym/result.json")"
 [[ $before == "$after" ]] || fail "a second run rewrote finished outputs"
 # A killed attempt (rank 1 SIGKILLed at tensor 21, as an OOM kill would) leaves a checkpoint; the
 # rerun (a requeue) resumes from it and writes the same bytes as the uninterrupted run above.

@@ -204,44 +204,27 @@ wq_eval() {
     wq_log "result: $(cat "$out")"
 }
 
-# wq_sweep_configs SWEEP_DIR: the sweep's configs, one a line, in C-locale order (the task index).
-wq_sweep_configs() { find "$1/configs" -maxdepth 1 -type f -name '*.json' | LC_ALL=C sort; }
-
-# wq_sweep_point SWEEP_DIR INDEX MODEL_DIR TEXT RANGE: config number INDEX (0-based) of the sweep:
-# quantize into SWEEP_DIR/runs/<name>/model.h5, evaluate it on TEXT (stories protocol, stories
-# RANGE), write SWEEP_DIR/results/<name>.json. Every step skips what a previous run finished.
+# wq_sweep_point SWEEP.json INDEX [OUT_DIR]: point INDEX (0-based) of `wquant sweep SWEEP.json`
+# on all ranks: quantize into OUT_DIR/points/<name>/model.h5, evaluate, write its result.json.
+# wquant skips a point whose result holds the same definition, so a requeued or resubmitted task
+# returns at once. OUT_DIR defaults to the sweep file's "out".
 wq_sweep_point() {
-    local sweep=$1 index=$2 model=$3 text=$4 range=$5 configs
-    mapfile -t configs < <(wq_sweep_configs "$sweep")
-    local n=${#configs[@]}
-    ((n > 0)) || wq_die "no configs in $sweep/configs/*.json" 2
-    if ! [[ $index =~ ^[0-9]+$ ]] || ((index >= n)); then
-        wq_die "task index '$index' is outside the $n configs of $sweep (use --array=0-$((n - 1)))" 2
-    fi
-    local config=${configs[index]}
-    local name
-    name=$(basename "$config" .json)
-    local result=$sweep/results/$name.json run=$sweep/runs/$name
-    if wq_has_ppl "$result"; then
-        wq_log "sweep point $index ($name): $result exists, skipping"
-        return 0
-    fi
-    wq_log "sweep point $index of $n: $name"
-    wq_quantize "$config" "$model" "$run/model.h5"
-    wq_eval "$run/eval.json" "$model" "$text" --quantized "$run/model.h5" --protocol stories \
-        --range "$range"
-    local bpw
-    bpw=$("$WQ_BIN" inspect --json "$run/model.h5" |
-        sed -n 's/.*"quantized_layers_bits_per_weight":[[:space:]]*\([0-9.eE+-]*\).*/\1/p')
-    mkdir -p "$sweep/results"
-    {
-        printf '{"name": %s, "config": %s, "container": %s, "bits_per_weight": %s,\n' \
-            "$(wq_json_str "$name")" "$(wq_json_str "$(wq_abspath "$config")")" \
-            "$(wq_json_str "$(wq_abspath "$run/model.h5")")" "${bpw:-null}"
-        printf ' "text": %s, "range": %s, "job_id": %s,\n "eval": %s}\n' \
-            "$(wq_json_str "$(wq_abspath "$text")")" "$(wq_json_str "$range")" \
-            "$(wq_json_str "$WQ_JOB_ID")" "$(cat "$run/eval.json")"
-    } >"$result.tmp.$$"
-    mv -f "$result.tmp.$$" "$result"
-    wq_log "wrote $result"
+    local sweep=$1 index=$2 out=${3:-}
+    [[ -f $sweep ]] || wq_die "no sweep file '$sweep'" 2
+    [[ $index =~ ^[0-9]+$ ]] || wq_die "task index '$index' is not a non-negative integer" 2
+    local cmd=(sweep "$sweep" --point "$index")
+    [[ -z $out ]] || cmd+=(--out "$out")
+    wq_log "sweep point $index of $sweep on $WQ_NP rank(s) (${WQ_HOSTS[*]})"
+    wq_run "${cmd[@]}" || wq_die "wquant sweep --point $index failed"
+}
+
+# wq_sweep_collect SWEEP.json [OUT_DIR]: results.csv, results.md and ppl_vs_bpw.png from the
+# finished points (fails, naming them, when a point has no result).
+wq_sweep_collect() {
+    local sweep=$1 out=${2:-}
+    [[ -f $sweep ]] || wq_die "no sweep file '$sweep'" 2
+    local cmd=(sweep "$sweep" --collect)
+    [[ -z $out ]] || cmd+=(--out "$out")
+    wq_log "collecting the results of $sweep"
+    wq_run "${cmd[@]}" >/dev/null || wq_die "wquant sweep --collect failed"
 }

@@ -11,11 +11,17 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d);
 int wq_cmd_inspect(int argc, char **argv, wq_dist *d);
 int wq_cmd_export(int argc, char **argv, wq_dist *d);
 int wq_cmd_synth(int argc, char **argv, wq_dist *d);
+int wq_cmd_plan(int argc, char **argv, wq_dist *d);
 int wq_cmd_eval(int argc, char **argv, wq_dist *d);
 int wq_cmd_generate(int argc, char **argv, wq_dist *d);
+int wq_cmd_sweep(int argc, char **argv, wq_dist *d);
 
 /* Exit code for a status: 0 for OK, 2 for bad input (ARG/FORMAT/UNSUPPORTED), 1 otherwise. */
 int wq_cli_exit_code(wq_status st);
+/* Bits per weight of a container's quantized layers (stored bytes x 8 / weights), as `inspect`
+ * reports it. Not collective. */
+struct wq_h5_reader;
+double wq_cli_bits_per_weight(const struct wq_h5_reader *r);
 /* Monotonic wall-clock seconds (progress lines and timings). */
 double wq_cli_now(void);
 /* Rank 0 reads a whole file and broadcasts it; every rank gets a NUL-terminated wq_malloc'd copy.

@@ -9,6 +9,7 @@
 
 #include "algos/algo_awq.h"
 #include "algos/algo_rtn.h"
+#include "cli/cli.h"
 #include "cli/cli_block.h"
 #include "cli/cli_scaled.h"
 #include "core/core_alloc.h"
@@ -105,7 +106,8 @@ static int pick_min(const wq_exact *acc, int n)
 wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                          const wq_weight_source *src, const wq_config *cfg, wq_h5_file *f,
                          const wq_h5_entry *entries, wq_entry_lookup lookup, void *lookup_ctx,
-                         wq_entry_lookup lookup_raw, int progress)
+                         wq_entry_lookup lookup_raw, int progress,
+                         double predicted_block_s)
 {
     const wq_blk_dims dims = wq_blk_dims_of(mc);
     const int64_t *in_of = dims.in, *rows_of = dims.rows;
@@ -117,6 +119,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
         wq_status st = WQ_OK;
         for (int64_t b = wq_engine_block_begin(e, s); wq_engine_stage(e) == s && b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
             wq_dist_fault_point(world, "block", b);
+            const double t_block = wq_cli_now();
             wq_block_buf bb = {0};
             awq_cap c = {0};
             float *wq_buf[N_LIN] = {0}, *scale[4] = {0}, *scratch = NULL, *xmean[4] = {0};
@@ -250,6 +253,7 @@ wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
             for (int q = 0; q < 4; q++) wq_free(scale[q]), wq_free(xmean[q]);
             wq_free(scratch);
             wq_block_buf_free(&bb);
+            if (st == WQ_OK) wq_blk_log_time(sd, b, wq_cli_now() - t_block, predicted_block_s);
         }
         wq_status hs = wq_engine_handoff(e, s, st);
         if (hs != WQ_OK) return hs;

@@ -12,6 +12,7 @@
 wq_status wq_cli_awq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                          const wq_weight_source *src, const wq_config *cfg, wq_h5_file *f,
                          const wq_h5_entry *entries, wq_entry_lookup lookup, void *lookup_ctx,
-                         wq_entry_lookup lookup_raw, int progress);
+                         wq_entry_lookup lookup_raw, int progress,
+                         double predicted_block_s);
 
 #endif

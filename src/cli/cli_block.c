@@ -1,6 +1,8 @@
 /* cli_block.c: the block layout shared by the calibrated passes. Layer: cli. */
 #include "cli/cli_block.h"
 
+#include "core/core_log.h"
+
 const wq_blk_linear wq_blk_linears[WQ_BLK_N_LINEARS] = {
     {"self_attn.q_proj", WQ_BLK_IN_ATTN}, {"self_attn.k_proj", WQ_BLK_IN_ATTN},
     {"self_attn.v_proj", WQ_BLK_IN_ATTN}, {"self_attn.o_proj", WQ_BLK_IN_O},
@@ -32,4 +34,11 @@ int64_t wq_blk_max_local_len(const wq_engine *e)
         if (L > m) m = L;
     }
     return m;
+}
+
+void wq_blk_log_time(wq_dist *stage, int64_t b, double seconds, double predicted)
+{
+    if (predicted > 0 && wq_dist_rank(stage) == 0)
+        WQ_LOG_INFO("block %lld: %.2f s (predicted %.2f s, measured/predicted %.2f)", (long long)b,
+                    seconds, predicted, seconds / predicted);
 }

@@ -40,5 +40,8 @@ wq_blk_dims wq_blk_dims_of(const wq_model_cfg *mc);
 void wq_blk_weights(const wq_block_buf *bb, float *w[WQ_BLK_N_LINEARS]);
 /* Longest sequence held by this rank (at least 1). */
 int64_t wq_blk_max_local_len(const wq_engine *e);
+/* Logs the measured time of block b next to the planner's prediction (info level, on the stage's
+ * first rank; nothing when predicted <= 0). Not collective. */
+void wq_blk_log_time(wq_dist *stage, int64_t b, double seconds, double predicted);
 
 #endif

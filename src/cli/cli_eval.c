@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_args.h"
+#include "cli/cli_eval.h"
 #include "cli/cli_source.h"
 #include "core/core_alloc.h"
 #include "core/core_log.h"
@@ -226,17 +227,41 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
     if (wq_cli_get_int(opts, "windows", 0, 1 << 30, &n_windows) || wq_cli_get_int(opts, "seqlen", -(1 << 30), 1 << 30, &seqlen) ||
         wq_cli_get_int(opts, "stages", 1, 1 << 20, &stages))
         return 2;
+    wq_cli_eval_req rq = {model, wq_cli_opt(opts, "quantized")->value, text, protocol, a, b,
+                          n_windows, seqlen, stages, wq_cli_opt(opts, "dump-ids")->value};
+    wq_cli_eval_res r;
+    wq_status st = wq_cli_eval_ppl(d, &rq, &r);
+    if (st == WQ_OK && rank == 0) {
+        if (wq_cli_opt(opts, "json")->count)
+            printf("{\"ppl\": %.10g, \"nll\": %.12g, \"tokens\": %lld, \"sequences\": %lld, "
+                   "\"protocol\": \"%s\", \"quantized\": %s%s%s, \"ranks\": %d, \"stages\": %lld, "
+                   "\"seconds\": %.3f, \"peak_rss_mb\": %.1f}\n",
+                   r.ppl, r.mean_nll, (long long)r.tokens, (long long)r.sequences, protocol,
+                   rq.quantized ? "\"" : "", rq.quantized ? rq.quantized : "null",
+                   rq.quantized ? "\"" : "", wq_dist_size(d), (long long)stages, r.seconds,
+                   r.peak_rss_mb);
+        else
+            printf("ppl %.4f  (mean nll %.6f over %lld tokens, %lld sequences, %s protocol, %.2f s)\n",
+                   r.ppl, r.mean_nll, (long long)r.tokens, (long long)r.sequences, protocol, r.seconds);
+    }
+    return wq_cli_exit_code(st);
+}
+
+wq_status wq_cli_eval_ppl(wq_dist *d, const wq_cli_eval_req *rq, wq_cli_eval_res *res)
+{
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(res, 0, sizeof *res);
     weights w;
     evalset es = {0};
     wq_engine *e = NULL;
-    wq_status st = weights_open(model, wq_cli_opt(opts, "quantized")->value, &w);
-    if (st == WQ_OK) st = build_evalset(model, text, protocol, a, b, n_windows, seqlen, &w.mc, &es);
-    if (st == WQ_OK && rank == 0 && wq_cli_opt(opts, "dump-ids")->value)
-        st = dump_ids(wq_cli_opt(opts, "dump-ids")->value, &es);
+    wq_status st = weights_open(rq->model, rq->quantized, &w);
+    if (st == WQ_OK)
+        st = build_evalset(rq->model, rq->text, rq->protocol, rq->range_begin, rq->range_end,
+                           rq->windows, rq->seqlen, &w.mc, &es);
+    if (st == WQ_OK && rq->dump_ids && wq_dist_rank(d) == 0) st = dump_ids(rq->dump_ids, &es);
     st = wq_dist_agree(d, st);
-    if (st == WQ_OK) st = wq_engine_create(d, &w.mc, (int)stages, es.ids, es.lens, es.seqs.n_seqs, &e);
+    if (st == WQ_OK) st = wq_engine_create(d, &w.mc, (int)rq->stages, es.ids, es.lens, es.seqs.n_seqs, &e);
     if (st == WQ_OK) st = wq_dist_agree(d, wq_engine_embed(e, &w.src));
     if (st == WQ_OK) st = wq_cli_run_blocks(e, &w.mc, &w.src);
     double nll = 0;
@@ -247,24 +272,18 @@ int wq_cmd_eval(int argc, char **argv, wq_dist *d)
     double peak_mb = (double)ru.ru_maxrss / 1024.0; /* max over ranks */
     if (st == WQ_OK) st = wq_dist_allreduce_max_f64(d, &peak_mb, 1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    if (st == WQ_OK && rank == 0) {
-        double mean = count ? nll / (double)count : 0, ppl = exp(mean);
-        if (wq_cli_opt(opts, "json")->count)
-            printf("{\"ppl\": %.10g, \"nll\": %.12g, \"tokens\": %lld, \"sequences\": %lld, "
-                   "\"protocol\": \"%s\", \"quantized\": %s%s%s, \"ranks\": %d, \"stages\": %lld, "
-                   "\"seconds\": %.3f, \"peak_rss_mb\": %.1f}\n",
-                   ppl, mean, (long long)count, (long long)es.seqs.n_seqs, protocol,
-                   w.h5 ? "\"" : "", w.h5 ? wq_cli_opt(opts, "quantized")->value : "null",
-                   w.h5 ? "\"" : "", wq_dist_size(d), (long long)stages, secs, peak_mb);
-        else
-            printf("ppl %.4f  (mean nll %.6f over %lld tokens, %lld sequences, %s protocol, %.2f s)\n",
-                   ppl, mean, (long long)count, (long long)es.seqs.n_seqs, protocol, secs);
+    if (st == WQ_OK) {
+        res->mean_nll = count ? nll / (double)count : 0;
+        res->ppl = exp(res->mean_nll);
+        res->tokens = count;
+        res->sequences = es.seqs.n_seqs;
+        res->peak_rss_mb = peak_mb;
+        res->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     }
     wq_engine_destroy(e);
     evalset_free(&es);
     weights_close(&w);
-    return wq_cli_exit_code(st);
+    return st;
 }
 
 /* Runs ids[0..n) through the model on this process alone and returns the argmax next token. */

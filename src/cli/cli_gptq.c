@@ -143,7 +143,8 @@ static wq_status restore_block(wq_dist *sd, wq_ckpt *ck, int64_t b, const wq_con
 wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           const wq_weight_source *src, const wq_config *cfg, int64_t total_seqs,
                           wq_h5_file *f, wq_ckpt *ck, const wq_h5_entry *entries,
-                          wq_entry_lookup lookup, void *lookup_ctx, int progress)
+                          wq_entry_lookup lookup, void *lookup_ctx, int progress,
+                          double predicted_block_s)
 {
     const wq_blk_dims dims = wq_blk_dims_of(mc);
     const int64_t *in_of = dims.in, *rows_of = dims.rows;
@@ -153,6 +154,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
         if (wq_engine_stage(e) == s) {
             for (int64_t b = wq_engine_block_begin(e, s); b < wq_engine_block_end(e, s) && st == WQ_OK; b++) {
                 wq_dist_fault_point(world, "block", b);
+                const double t_block = wq_cli_now();
                 wq_block_buf bb;
                 st = wq_block_load(mc, src, b, &bb);
                 st = wq_dist_agree(sd, st);
@@ -230,6 +232,7 @@ wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                     st = wq_dist_agree(sd,
                                        wq_dist_rank(sd) == 0 ? wq_ckpt_mark_block(ck, b) : WQ_OK);
                 wq_block_buf_free(&bb);
+                if (st == WQ_OK) wq_blk_log_time(sd, b, wq_cli_now() - t_block, predicted_block_s);
             }
         }
         /* handoff agrees over the world, so a failing stage stops every rank */

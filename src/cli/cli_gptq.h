@@ -17,10 +17,12 @@ typedef int64_t (*wq_entry_lookup)(void *ctx, const char *layer);
  * ck (NULL: none) receives every linear and a marker per finished block; blocks it already holds
  * are not quantized again: their linears come from the checkpoint and the block runs forward once,
  * so the next block gets exactly the inputs the interrupted run computed. progress: print a line
- * per linear (on the stage's first rank). */
+ * per linear (on the stage's first rank). predicted_block_s: the planner's time per block,
+ * logged next to the measured one (info, the stage's first rank). */
 wq_status wq_cli_gptq_run(wq_dist *world, wq_engine *e, const wq_model_cfg *mc,
                           const wq_weight_source *src, const wq_config *cfg, int64_t total_seqs,
                           wq_h5_file *f, wq_ckpt *ck, const wq_h5_entry *entries,
-                          wq_entry_lookup lookup, void *lookup_ctx, int progress);
+                          wq_entry_lookup lookup, void *lookup_ctx, int progress,
+                          double predicted_block_s);
 
 #endif

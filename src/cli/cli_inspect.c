@@ -18,12 +18,24 @@ static int64_t numel_of(const wq_h5_entry *e)
     return n;
 }
 
+double wq_cli_bits_per_weight(const wq_h5_reader *r)
+{
+    double stored = 0, weights = 0;
+    for (int64_t i = 0; i < wq_h5_count(r); i++) {
+        const wq_h5_entry *e = wq_h5_entry_at(r, i);
+        if (e->kind != WQ_H5_QLINEAR) continue;
+        stored += (double)wq_h5_entry_bytes(r, e);
+        weights += (double)(e->rows * e->cols);
+    }
+    return weights > 0 ? 8.0 * stored / weights : 0;
+}
+
 static wq_status inspect(const char *path, int json)
 {
     wq_h5_reader *r = NULL;
     WQ_TRY(wq_h5_open(path, &r));
     int64_t n = wq_h5_count(r);
-    double orig_total = 0, stored_total = 0, qorig = 0, qstored = 0, qweights = 0;
+    double orig_total = 0, stored_total = 0, qorig = 0, qstored = 0;
     cJSON *root = json ? cJSON_CreateObject() : NULL, *layers = NULL, *tensors = NULL;
     if (json) {
         cJSON_AddStringToObject(root, "file", path);
@@ -54,7 +66,6 @@ static wq_status inspect(const char *path, int json)
         }
         qorig += ob;
         qstored += sb;
-        qweights += (double)(e->rows * e->cols);
         double bpw = 8.0 * sb / (double)(e->rows * e->cols);
         const char *scheme = e->spec.dtype != WQ_QDTYPE_INT ? "table" : e->spec.sym ? "sym" : "asym";
         if (json) {
@@ -85,8 +96,7 @@ static wq_status inspect(const char *path, int json)
         cJSON_AddNumberToObject(root, "original_bytes", orig_total);
         cJSON_AddNumberToObject(root, "stored_bytes", stored_total);
         cJSON_AddNumberToObject(root, "compression_ratio", stored_total > 0 ? orig_total / stored_total : 0);
-        cJSON_AddNumberToObject(root, "quantized_layers_bits_per_weight",
-                                qweights > 0 ? 8.0 * qstored / qweights : 0);
+        cJSON_AddNumberToObject(root, "quantized_layers_bits_per_weight", wq_cli_bits_per_weight(r));
         char *s = cJSON_Print(root);
         if (s) puts(s);
         cJSON_free(s);

@@ -23,8 +23,10 @@ static const struct {
     {"eval", wq_cmd_eval, "perplexity of the fp or quantized model (stories / windows protocols)"},
     {"generate", wq_cmd_generate, "greedy decoding from token ids (smoke test)"},
     {"synth", wq_cmd_synth, "write a synthetic HF model with a real model's widths"},
+    {"plan", wq_cmd_plan, "predict time, memory and the rank grid of a run; --calibrate the machine"},
     {"inspect", wq_cmd_inspect, "list the layers, settings and sizes of a container"},
     {"export", wq_cmd_export, "write a container as another format (safetensors-fp16, ...)"},
+    {"sweep", wq_cmd_sweep, "quantize + evaluate every point of a config sweep; table and plot"},
 };
 #define N_CMDS (int)(sizeof k_cmds / sizeof k_cmds[0])
 

@@ -11,9 +11,11 @@
 #include "algos/algo_hqq.h"
 #include "algos/algo_rtn.h"
 #include "cli/cli_awq.h"
+#include "cli/cli_autoround.h"
 #include "cli/cli_ckpt.h"
 #include "cli/cli_teq.h"
 #include "cli/cli_gptq.h"
+#include "cli/cli_plan.h"
 #include "cli/cli_source.h"
 #include "dist/dist_engine.h"
 #include "model/dataset.h"
@@ -27,9 +29,17 @@
 #include "io_hdf5/h5_container.h"
 #include "model/hf_config.h"
 #include "model/st_reader.h"
+#include "core/core_half.h"
+#include <sys/resource.h>
 #include "wq_version.h"
 
 /* A 2-D "<name>.weight" tensor that is a linear layer (projection or lm_head), not an embedding. */
+/* Algorithms that need calibration data and write their blocks' linears in the calibrated pass. */
+static int wq_cli_calibrated_algo(wq_algo a)
+{
+    return a == WQ_ALGO_GPTQ || a == WQ_ALGO_AWQ || a == WQ_ALGO_TEQ || a == WQ_ALGO_AUTOROUND;
+}
+
 static int is_linear_weight(const wq_st_tensor *t, char *layer, size_t n)
 {
     size_t len = strlen(t->name);
@@ -150,7 +160,7 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
             /* calibrated algorithms quantize the blocks' linears in the block pass, not in rounds;
              * linears outside the blocks (lm_head with quant_lm_head) fall back to RTN */
             int in_block = strncmp(layer, "model.layers.", 13) == 0;
-            if ((cfg->algo == WQ_ALGO_GPTQ || cfg->algo == WQ_ALGO_AWQ || cfg->algo == WQ_ALGO_TEQ) && in_block) {
+            if (wq_cli_calibrated_algo(cfg->algo) && in_block) {
                 cost[i] = -1;
                 /* AWQ: o_proj and down_proj have no absorbable predecessor; with folding=false
                  * (INC's MulLinear) their input scale is stored with the layer */
@@ -224,11 +234,12 @@ static int64_t lookup_raw(void *ctx, const char *name)
     return -1;
 }
 
-/* The calibrated pass (GPTQ): calibration windows, engine, block-sequential quantization.
- * Collective. */
+/* The calibrated pass (GPTQ, AWQ, TEQ, AutoRound): calibration windows, then block-sequential
+ * quantization (TEQ: whole-model training). Collective. */
 static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *model_dir,
                                 const wq_model_cfg *mc, const wq_st_model *m, const plan *p,
-                                wq_h5_file *f, wq_ckpt *ck, int stages, int progress)
+                                wq_h5_file *f, wq_ckpt *ck, int stages, int progress,
+                                double predicted_block_s)
 {
     wq_status st = WQ_OK;
     wq_tokenizer *tok = NULL;
@@ -268,10 +279,13 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     if (st == WQ_OK && e) st = wq_dist_agree(d, wq_engine_embed(e, &src));
     if (st == WQ_OK && e && cfg->algo == WQ_ALGO_GPTQ)
         st = wq_cli_gptq_run(d, e, mc, &src, cfg, cs.n_samples, f, ck, p->entries, lookup_entry,
-                             (void *)p, progress);
+                             (void *)p, progress, predicted_block_s);
     else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AWQ)
         st = wq_cli_awq_run(d, e, mc, &src, cfg, f, p->entries, lookup_entry, (void *)p, lookup_raw,
-                            progress);
+                            progress, predicted_block_s);
+    else if (st == WQ_OK && e && cfg->algo == WQ_ALGO_AUTOROUND)
+        st = wq_cli_autoround_run(d, e, mc, &src, cfg, cs.n_samples, f, p->entries, lookup_entry,
+                                  (void *)p, progress);
     wq_engine_destroy(e);
     wq_free(ids);
     wq_free(lens);
@@ -387,6 +401,63 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
     return st;
 }
 
+/* The planner's grid (docs/planning.md). Rank 0's memory budget is broadcast so every rank decides
+ * the same; the grid never changes the results, only time and memory. Refuses before anything is
+ * written when no grid fits the budget. *stages: 0 = choose. Collective. */
+static wq_status plan_grid(wq_dist *d, const wq_config *cfg, const wq_model_cfg *mc,
+                           const wq_st_model *m, const char *machine_path, double budget,
+                           int64_t *stages, wq_cost_plan *out)
+{
+    wq_machine mach;
+    int measured = 0;
+    WQ_TRY(wq_cli_machine_load(d, machine_path, machine_path != NULL, &mach, &measured));
+    int src_bytes = 2;
+    for (int64_t i = 0; i < wq_st_count(m); i++)
+        if (wq_st_at(m, i)->ndim == 2) {
+            src_bytes = (int)wq_dtype_size(wq_st_at(m, i)->dtype);
+            break;
+        }
+    wq_cost_shape s;
+    wq_cost_job j;
+    wq_cli_cost_shape(mc, src_bytes, &s);
+    wq_cli_cost_job(cfg, &j);
+    const int size = wq_dist_size(d), rpn = wq_dist_node_size(d);
+    const char *nt = getenv("OPENBLAS_NUM_THREADS");
+    const int threads = nt && atoi(nt) > 0 ? atoi(nt) : 1;
+    double b = budget > 0 ? budget : wq_cli_mem_total() / rpn;
+    WQ_TRY(wq_dist_bcast(d, 0, &b, sizeof b));
+    char why[512], b1[32], b2[32];
+    wq_status st = WQ_OK;
+    if (*stages > 0) { /* the user's grid; an out-of-range P is reported by the engine */
+        const int64_t maxP = s.n_layers < size ? s.n_layers : size;
+        st = wq_cost_run(&s, &j, &mach, size, (int)(*stages < maxP ? *stages : maxP), threads, rpn, out);
+        snprintf(why, sizeof why, "P=%d x D=%d (--stages)", out->P, out->D);
+        if (st == WQ_OK && out->mem.total > b) {
+            snprintf(why, sizeof why, "--stages %lld needs %s per rank (at the %s), more than the budget of %s",
+                     (long long)*stages, wq_cost_fmt_bytes(out->mem.total, b1, sizeof b1), out->mem.phase,
+                     wq_cost_fmt_bytes(b, b2, sizeof b2));
+            st = WQ_ERR_ARG;
+        }
+    } else {
+        st = wq_cost_choose(&s, &j, &mach, size, threads, rpn, b, out, why, sizeof why);
+        if (st == WQ_OK) *stages = out->P;
+    }
+    if (st == WQ_ERR_ARG) {
+        if (wq_dist_rank(d) == 0)
+            WQ_LOG_ERROR("memory budget cannot be met: %s. Raise --max-memory (default MemTotal / "
+                         "ranks per node), run fewer ranks per node, or calibrate on fewer or "
+                         "shorter samples",
+                         why);
+        return st; /* every rank decided the same from the same inputs: all exit 2 */
+    }
+    if (st == WQ_OK)
+        WQ_LOG_ROOT("plan: %s; predicted %.1f s (%.2f s per block), peak %s per rank, budget %s (%s "
+                    "machine constants)",
+                    why, out->seconds, out->t_block, wq_cost_fmt_bytes(out->mem.total, b1, sizeof b1),
+                    wq_cost_fmt_bytes(b, b2, sizeof b2), measured ? "machine-file" : "default");
+    return wq_dist_agree(d, st);
+}
+
 int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
 {
     wq_opt opts[] = {
@@ -401,7 +472,9 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         {"asym", WQ_OPT_FLAG, NULL, "override: asymmetric"},
         {"set", WQ_OPT_VALUE, "K=V,...", "override any global key, e.g. use_mse_search=true"},
         {"calib-text", WQ_OPT_VALUE, "FILE", "calibration text (sets calibration.text)"},
-        {"stages", WQ_OPT_VALUE, "P", "pipeline stages for calibrated algorithms (default 1)"},
+        {"stages", WQ_OPT_VALUE, "P", "pipeline stages for calibrated algorithms (default: the planner's)"},
+        {"max-memory", WQ_OPT_VALUE, "SIZE", "memory budget per rank, e.g. 8G (default: MemTotal / ranks per node)"},
+        {"machine", WQ_OPT_VALUE, "FILE", "planner constants (default: see docs/planning.md)"},
         {"resume", WQ_OPT_FLAG, NULL,
          "continue an interrupted run from its checkpoint OUT.ckpt/ (rtn, hqq, gptq)"},
         {"no-checkpoint", WQ_OPT_FLAG, NULL,
@@ -429,8 +502,15 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         return 2;
     }
     int progress = !wq_cli_opt(opts, "quiet")->count && isatty(2);
-    int64_t stages = 1;
+    int64_t stages = 0;
     if (wq_cli_get_int(opts, "stages", 1, 1 << 20, &stages)) return 2;
+    double budget = 0;
+    const char *mm = wq_cli_opt(opts, "max-memory")->value;
+    if (mm && wq_cli_parse_bytes(mm, &budget)) {
+        if (wq_dist_rank(d) == 0)
+            fprintf(stderr, "wquant quantize: --max-memory '%s' is not a size (e.g. 8G, 800M)\n", mm);
+        return 2;
+    }
     int resume = wq_cli_opt(opts, "resume")->count > 0;
     int use_ckpt = !wq_cli_opt(opts, "no-checkpoint")->count;
     if (resume && !use_ckpt) {
@@ -458,6 +538,9 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         if (st == WQ_OK) st = wq_hf_check_tensors(&mc, m);
     }
     st = wq_dist_agree(d, st);
+    wq_cost_plan cp = {0};
+    if (st == WQ_OK)
+        st = plan_grid(d, &cfg, &mc, m, wq_cli_opt(opts, "machine")->value, budget, &stages, &cp);
     if (st == WQ_OK) st = build_plan(d, &cfg, m, &p);
     if (st == WQ_OK) {
         cfg_json = wq_config_to_json(&cfg);
@@ -490,8 +573,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
         WQ_LOG_ROOT("quantizing %lld tensors of %s with %s on %d rank(s)", (long long)p.n,
                     model_dir, wq_algo_name(cfg.algo), wq_dist_size(d));
         wq_status rs = run_rounds(d, &cfg, m, &p, f, ck, progress);
-        if (rs == WQ_OK && (cfg.algo == WQ_ALGO_GPTQ || cfg.algo == WQ_ALGO_AWQ || cfg.algo == WQ_ALGO_TEQ))
-            rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, ck, (int)stages, progress);
+        if (rs == WQ_OK && wq_cli_calibrated_algo(cfg.algo))
+            rs = run_calibrated(d, &cfg, model_dir, &mc, m, &p, f, ck, (int)stages, progress, cp.t_block);
         st = wq_h5_finish(f, rs); /* collective: marks complete or removes the temporary file */
         f = NULL;
     }
@@ -504,9 +587,16 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
             stderr,
             "wquant quantize: finished work is kept in %s.ckpt: rerun with --resume to continue\n",
             out);
-    if (st == WQ_OK)
-        WQ_LOG_ROOT("wrote %s in %.2f s", out, wq_cli_now() - t0);
-    else if (wq_dist_rank(d) == 0)
+    if (st == WQ_OK) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double peak_mb = (double)ru.ru_maxrss / 1024.0; /* max over ranks */
+        wq_dist_allreduce_max_f64(d, &peak_mb, 1);
+        /* t0 starts after MPI init: the prediction without the startup term */
+        WQ_LOG_ROOT("wrote %s in %.2f s (predicted %.2f s); peak RSS %.1f MiB per rank (max over "
+                    "ranks; predicted %.1f MiB)",
+                    out, wq_cli_now() - t0, cp.seconds - cp.t_startup, peak_mb, cp.mem.total / 1048576.0);
+    } else if (wq_dist_rank(d) == 0)
         fprintf(stderr, "wquant quantize: failed (%s); no container written at %s\n",
                 wq_status_str(st), out);
     wq_ckpt_close(ck);

@@ -1,7 +1,8 @@
 /* cli_synth.c: `wquant synth`: a HuggingFace Llama directory with a real model's widths and N blocks
- * of seeded random weights (N(0, 0.02) with a few outlier input channels per linear, norms 1), so
- * every code path (sharding, BF16, GQA) can be exercised and measured at real widths on a small
- * machine. Rank 0 writes; the output is identical for the same arguments. Layer: cli. */
+ * of seeded random weights (N(0, 0.02); 1% outlier input channels x8, the same hidden channels in
+ * every tensor reading the hidden state; norms 1), so every code path (sharding, BF16, GQA, biases)
+ * can be exercised and measured at real widths on a small machine. Rank 0 writes; the output is
+ * identical for the same arguments. Layer: cli. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -54,10 +55,14 @@ static void fill(const synth_tensor *t, uint64_t seed, int64_t idx, float *x)
         x[i + 1] = (float)(0.02 * r * sin(a));
     }
     if (n % 2) x[n - 1] = 0.0f;
-    /* outlier input channels: ~1% of columns scaled by 8 (as trained LLMs show) */
+    /* per-channel outliers: ~1% of the input channels scaled by 8, as trained LLMs show. Tensors
+     * whose columns are the hidden state (embedding, q/k/v, gate/up, lm_head) share the same
+     * channels, so the activations carry them too; o_proj and down_proj get their own. */
+    uint64_t hs = seed * 0x2545f4914f6cdd1dULL + 0x5851f42d4c957f2dULL;
+    uint64_t *pick = strstr(t->name, "o_proj") || strstr(t->name, "down_proj") ? &s : &hs;
     if (t->ndim == 2)
         for (int64_t c = 0; c < cols; c++)
-            if (splitmix(&s) % 100 == 0)
+            if (splitmix(pick) % 100 == 0)
                 for (int64_t r = 0; r < rows; r++) x[r * cols + c] *= 8.0f;
 }
 

@@ -88,6 +88,8 @@ static const key_desc k_algo_keys[] = {
     {"not_use_best_mse", K_BOOL, AP(not_use_best_mse), 0, 1, 0, A(AUTOROUND), NULL},
     {"enable_full_range", K_BOOL, AP(enable_full_range), 0, 1, 0, A(AUTOROUND), NULL},
     {"lr_scheduler", K_STRING, AP(lr_scheduler), 0, 0, 0, A(AUTOROUND), NULL},
+    {"sampler", K_STRING, AP(sampler), 0, 0, 0, A(AUTOROUND), NULL},
+    {"low_gpu_mem_usage", K_BOOL, AP(low_gpu_mem_usage), 0, 1, 0, A(AUTOROUND), "low_cpu_mem_usage"},
 };
 #define N_QKEYS (sizeof k_qspec_keys / sizeof k_qspec_keys[0])
 #define N_AKEYS (sizeof k_algo_keys / sizeof k_algo_keys[0])
@@ -126,6 +128,7 @@ void wq_config_defaults(wq_config *cfg, wq_algo algo)
     ap->enable_minmax_tuning = true;
     ap->enable_quanted_input = true;
     snprintf(ap->lr_scheduler, sizeof ap->lr_scheduler, "linear");
+    snprintf(ap->sampler, sizeof ap->sampler, "rand");
     if (algo == WQ_ALGO_HQQ) {
         cfg->global.sym = false;
         cfg->global.group_size = 64;
@@ -247,6 +250,10 @@ static wq_status set_key(const key_desc *k, const cJSON *v, void *base, const ch
             WQ_LOG_ERROR("%s: key '%s' must be \"linear\" or \"constant\"", where, k->name);
             return WQ_ERR_ARG;
         }
+        if (k->offset == AP(sampler) && strcmp(v->valuestring, "rand") != 0) {
+            WQ_LOG_ERROR("%s: key '%s' must be \"rand\"", where, k->name);
+            return WQ_ERR_ARG;
+        }
         snprintf(p, 16, "%s", v->valuestring);
         break;
     }
@@ -283,8 +290,26 @@ static wq_status parse_section(wq_config *cfg, const cJSON *obj, const char *whe
         return WQ_ERR_ARG;
     }
     const cJSON *it;
+    /* AutoRound scheme presets (numerics.md 8.1) first, so explicit keys override them */
+    const cJSON *scheme = global ? cJSON_GetObjectItemCaseSensitive(obj, "scheme") : NULL;
+    if (scheme && cfg->algo == WQ_ALGO_AUTOROUND) {
+        static const char *const names[] = {"W2A16", "W3A16", "W4A16", "W8A16"};
+        static const int bits[] = {2, 3, 4, 8};
+        int found = -1;
+        for (int i = 0; i < 4 && cJSON_IsString(scheme); i++)
+            if (strcmp(scheme->valuestring, names[i]) == 0) found = i;
+        if (found < 0) {
+            WQ_LOG_ERROR("%s: key 'scheme' must be one of \"W2A16\", \"W3A16\", \"W4A16\", "
+                         "\"W8A16\"",
+                         where);
+            return WQ_ERR_ARG;
+        }
+        spec->dtype = WQ_QDTYPE_INT, spec->bits = bits[found], spec->group_size = 128;
+        spec->sym = true;
+    }
     cJSON_ArrayForEach(it, obj)
     {
+        if (scheme && cfg->algo == WQ_ALGO_AUTOROUND && it == scheme) continue;
         const key_desc *k = find_key(k_qspec_keys, N_QKEYS, it->string);
         if (k) {
             WQ_TRY(set_key(k, it, spec, where, set_mask));
@@ -521,6 +546,12 @@ static wq_status validate_from(const wq_config *cfg, const char *origin)
         snprintf(where, sizeof where, "%s: \"local\" entry \"%s\"", origin, cfg->rules[i].pattern);
         WQ_TRY(validate_spec(&cfg->rules[i].spec, where));
     }
+    if (cfg->algo == WQ_ALGO_AUTOROUND && cfg->ap.n_blocks > 1) {
+        WQ_LOG_ERROR("%s: key 'n_blocks' = %lld: joint tuning of consecutive blocks is not "
+                     "implemented (use 1)",
+                     origin, (long long)cfg->ap.n_blocks);
+        return WQ_ERR_ARG;
+    }
     if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.act_order && cfg->ap.hybrid_order) {
         WQ_LOG_ERROR("%s: keys 'act_order' and 'hybrid_order' are mutually exclusive", origin);
         return WQ_ERR_ARG;
@@ -623,6 +654,18 @@ wq_status wq_config_set(wq_config *cfg, const char *key, const char *value)
         st = set_key(&kq, v, &cfg->quant_lm_head, where, NULL);
     } else if ((k = find_key(k_algo_keys, N_AKEYS, key)) && (k->algos & (1u << cfg->algo))) {
         st = set_key(k, v, &cfg->ap, where, NULL);
+    } else if (strcmp(key, "n_samples") == 0 || strcmp(key, "nsamples") == 0 ||
+               strcmp(key, "seqlen") == 0 || strcmp(key, "seed") == 0) {
+        /* calibration keys (AutoRound's seed arguments): as in the "calibration" section */
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj) {
+            cJSON_Delete(v);
+            return WQ_ERR_NOMEM;
+        }
+        cJSON_AddItemToObject(obj, key, v);
+        v = NULL;
+        st = parse_calibration(cfg, obj, where);
+        cJSON_Delete(obj);
     } else {
         WQ_LOG_ERROR("%s: unknown key '%s' for algorithm '%s'", where, key, wq_algo_name(cfg->algo));
         st = WQ_ERR_ARG;

@@ -82,6 +82,8 @@ typedef struct {
     double lr, minmax_lr;
     bool enable_minmax_tuning, enable_quanted_input, not_use_best_mse, enable_full_range;
     char lr_scheduler[16];
+    char sampler[16];       /* "rand" (the only sampler) */
+    bool low_gpu_mem_usage; /* accepted: the pass always streams one sequence per forward/backward */
 } wq_algo_params;
 
 typedef enum {

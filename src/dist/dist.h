@@ -23,6 +23,8 @@ void wq_dist_destroy(wq_dist *d);
 
 int wq_dist_rank(const wq_dist *d);
 int wq_dist_size(const wq_dist *d);
+/* Largest number of ranks sharing one node (MPI shared-memory split). Collective. */
+int wq_dist_node_size(wq_dist *d);
 
 /* Every collective phase ends here: all ranks learn whether any rank failed. Returns WQ_OK if every
  * rank passed WQ_OK. Otherwise the lowest failing rank keeps its own status, every other rank gets

@@ -34,6 +34,9 @@ wq_dist *wq_engine_world(wq_engine *e) { return e->world; }
 int64_t wq_engine_n_local(const wq_engine *e) { return e->n_local; }
 int64_t wq_engine_local_seq(const wq_engine *e, int64_t k) { return e->local[k]; }
 int64_t wq_engine_seq_len(const wq_engine *e, int64_t j) { return e->lens[j]; }
+float *wq_engine_local_act(wq_engine *e, int64_t k) { return e->act[k]; }
+const float *wq_engine_rope_cos(const wq_engine *e) { return e->rope_cos; }
+const float *wq_engine_rope_sin(const wq_engine *e) { return e->rope_sin; }
 
 static int stage_size(const wq_engine *e, int s) { return e->stage_first_rank[s + 1] - e->stage_first_rank[s]; }
 /* World rank holding sequence j in stage s. */

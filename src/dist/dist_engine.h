@@ -59,6 +59,10 @@ wq_dist *wq_engine_world(wq_engine *e);
 int64_t wq_engine_n_local(const wq_engine *e);     /* sequences held by this rank */
 int64_t wq_engine_local_seq(const wq_engine *e, int64_t k); /* global index of local sequence k */
 int64_t wq_engine_seq_len(const wq_engine *e, int64_t j);
+/* The activations [len][d] of local sequence k (writable: AutoRound keeps and replaces them). */
+float *wq_engine_local_act(wq_engine *e, int64_t k);
+const float *wq_engine_rope_cos(const wq_engine *e); /* [max_len][D/2] */
+const float *wq_engine_rope_sin(const wq_engine *e);
 
 /* Stage 0 ranks: x = embedding of their sequences. Others: no-op. Not collective. */
 wq_status wq_engine_embed(wq_engine *e, const wq_weight_source *src);

@@ -42,6 +42,18 @@ MPI_Comm wq__dist_comm(const wq_dist *d) { return d->comm; }
 int wq_dist_rank(const wq_dist *d) { return d->rank; }
 int wq_dist_size(const wq_dist *d) { return d->size; }
 
+int wq_dist_node_size(wq_dist *d)
+{
+    MPI_Comm node;
+    int n = 1;
+    if (MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return 1;
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    MPI_Allreduce(MPI_IN_PLACE, &n, 1, MPI_INT, MPI_MAX, d->comm);
+    return n;
+}
+
 wq_status wq_dist_create(int *argc, char ***argv, wq_dist **out)
 {
     *out = NULL;

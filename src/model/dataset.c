@@ -10,6 +10,7 @@
 
 #include "core/core_alloc.h"
 #include "core/core_log.h"
+#include "core/core_rng.h"
 
 #define STORY_SEP "<|endoftext|>"
 #define STORY_SEP_LEN (sizeof STORY_SEP - 1)
@@ -429,25 +430,6 @@ done:
 // ---- calibration
 // -----------------------------------------------------------------------------------
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, bound) without modulo bias. */
-static uint64_t uniform_below(uint64_t *s, uint64_t bound)
-{
-    const uint64_t reject_below = (0 - bound) % bound; /* 2^64 mod bound */
-    uint64_t x;
-    do {
-        x = splitmix64(s);
-    } while (x < reject_below);
-    return x % bound;
-}
-
 void wq_data_calib_free(wq_calib_set *c)
 {
     if (!c) return;
@@ -482,7 +464,7 @@ wq_status wq_data_calib_sample(const int32_t *stream, int64_t n, const char *ori
     uint64_t rng = seed;
     const uint64_t n_starts = (uint64_t)(n - seqlen); /* starts 0 .. n - seqlen - 1 */
     for (int64_t s = 0; s < n_samples; s++) {
-        const int64_t start = (int64_t)uniform_below(&rng, n_starts);
+        const int64_t start = (int64_t)wq_rng_uniform_below(&rng, n_starts);
         out->starts[s] = start;
         memcpy(out->ids + s * seqlen, stream + start, (size_t)seqlen * sizeof *stream);
     }

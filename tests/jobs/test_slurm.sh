@@ -218,7 +218,7 @@ near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a
 mtimes() { stat -c '%n %Y.%s' "$@"; }
 
 # Outside a job the scripts refuse to run.
-for s in quantize eval sweep_array; do
+for s in quantize eval sweep_array sweep_collect; do
     if msg=$(env -u SLURM_JOB_ID bash "$SRC/jobs/$s.sbatch" a b c 2>&1); then
         fail "$s.sbatch ran outside SLURM"
     fi
@@ -269,28 +269,33 @@ E2=$W/runs/wq-eval-$JOBID/eval.json
 grep -q '"ranks": 2' "$E2" || fail "mpiexec eval: no 2-rank result in $E2"
 grep -q '"launcher": "mpiexec' "$W/runs/wq-eval-$JOBID/eval.provenance.json" || fail "launcher not recorded"
 
-# array sweep: 2 configs, then resubmitted with a third config: only the new point runs
+# array sweep: `wquant sweep --point $SLURM_ARRAY_TASK_ID` over 2 points, the collect job, then the
+# array resubmitted: every point is skipped
 SW=$W/sweep
-mkdir -p "$SW/configs"
-cp "$SRC/configs/rtn_w4g32_asym.json" "$SRC/configs/rtn_w4g32_sym.json" "$SW/configs/"
-submit sweep 0 --array=0-1 "$SRC/jobs/sweep_array.sbatch" "$SW"
+cat >"$W/sweep.json" <<JSON
+{"base": "$SRC/configs/rtn_w4g32_asym.json", "model": "$MODEL", "out": "$SW",
+ "eval": {"name": "tinystories", "text": "$TEXT", "range": "400:500"},
+ "axes": {"use_sym": [false, true]}}
+JSON
+[[ $("$BUILD/wquant" sweep "$W/sweep.json" --list | tail -n 1) == "2 points; output in $SW" ]] ||
+    fail "sweep --list: $("$BUILD/wquant" sweep "$W/sweep.json" --list 2>&1)"
+submit sweep 0 --array=0-1 "$SRC/jobs/sweep_array.sbatch" "$W/sweep.json"
 SJOB=$JOBID
-for n in rtn_w4g32_asym:rtn_int4_g32_asym rtn_w4g32_sym:rtn_int4_g32_sym; do
-    r=$SW/results/${n%%:*}.json
-    [[ -s $r ]] || fail "no sweep result $r"
-    near "$(ppl_of "$r")" "$(ref_ppl "${n#*:}")" || fail "$r: ppl $(ppl_of "$r") != reference"
-    grep -q '"status": "complete"' "$SW/runs/${n%%:*}/model.provenance.json" || fail "no provenance"
-    "$BUILD/wquant" inspect "$SW/runs/${n%%:*}/model.h5" >/dev/null || fail "sweep container"
-done
 [[ -s $W/logs/wq-sweep-${SJOB}_0.out && -s $W/logs/wq-sweep-${SJOB}_1.out ]] || fail "no array logs"
-before=$(mtimes "$SW"/results/*.json)
-cp "$SRC/configs/rtn_w8_sym.json" "$SW/configs/"
-submit sweep-resume 0 --array=0-2 "$SRC/jobs/sweep_array.sbatch" "$SW"
-[[ $(mtimes "$SW/results/rtn_w4g32_asym.json" "$SW/results/rtn_w4g32_sym.json") == "$before" ]] ||
-    fail "the resubmitted sweep rewrote finished results"
-for i in 0 1; do
-    grep -q "exists, skipping" "$W/logs/wq-sweep-${JOBID}_$i.out" || fail "task $i not skipped"
+submit sweep-collect 0 "$SRC/jobs/sweep_collect.sbatch" "$W/sweep.json"
+for f in results.csv results.md ppl_vs_bpw.png; do [[ -s $SW/$f ]] || fail "collect wrote no $SW/$f"; done
+for n in 00_asym:rtn_int4_g32_asym 01_sym:rtn_int4_g32_sym; do
+    r=$SW/points/${n%%:*}/result.json
+    [[ -s $r ]] || fail "no sweep result $r"
+    p=$(sed -n "/^[0-9]*,${n%%:*},/p" "$SW/results.csv" | cut -d, -f9)
+    near "$p" "$(ref_ppl "${n#*:}")" || fail "${n%%:*}: table ppl '$p' != reference $(ref_ppl "${n#*:}")"
+    "$BUILD/wquant" inspect "$SW/points/${n%%:*}/model.h5" >/dev/null || fail "sweep container"
 done
-near "$(ppl_of "$SW/results/rtn_w8_sym.json")" "$(ref_ppl rtn_int8_g-1_sym)" || fail "new point"
+before=$(mtimes "$SW"/points/*/result.json)
+submit sweep-resume 0 --array=0-1 "$SRC/jobs/sweep_array.sbatch" "$W/sweep.json"
+[[ $(mtimes "$SW"/points/*/result.json) == "$before" ]] || fail "the resubmitted sweep rewrote finished results"
+for i in 0 1; do
+    grep -q "finished, skipping" "$W/logs/wq-sweep-${JOBID}_$i.out" || fail "task $i not skipped"
+done
 
 log "all checks passed"

@@ -1,0 +1,585 @@
+/* cli_machine.c: the machine file of the planner: measuring the constants of dist_cost.h with the
+ * real kernels (`wquant plan --calibrate`), saving and loading them, and translating model and
+ * wquant configs into the cost model's inputs. Layer: cli. */
+#include <cJSON.h>
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "algos/algo_gptq.h"
+#include "algos/algo_hqq.h"
+#include "algos/algo_rtn.h"
+#include "cli/cli.h"
+#include "cli/cli_plan.h"
+#include "core/core_alloc.h"
+#include "core/core_log.h"
+#include "dist/dist_reduce.h"
+#include "kernels/kern_exact.h"
+#include "kernels/kern_llama.h"
+#include "model/hf_config.h"
+
+/* key, offset of the double (or int) field */
+static const struct {
+    const char *key;
+    size_t off;
+    int is_int;
+} k_fields[] = {
+#define F(name)                                                                                    \
+    {                                                                                              \
+#name, offsetof(wq_machine, name), 0                                                       \
+    }
+    F(gemm_flops),   F(dgemm_flops), F(fwd_flops),
+    F(chol_flops),   F(solve_flops), F(exact_rate),
+    F(quant_rate),   F(hqq_rate),    F(mem_bw),
+    F(touch_bw),     F(fs_read_bw),  F(fs_write_bw),
+    F(fs_node_bw),   F(net_bw),      F(net_lat),
+    F(base_rss),     F(startup),     {"cores_per_node", offsetof(wq_machine, cores_per_node), 1},
+    F(mem_per_node),
+#undef F
+};
+#define N_FIELDS (int)(sizeof k_fields / sizeof k_fields[0])
+
+void wq_cli_machine_default_path(char *buf, size_t n)
+{
+    const char *e = getenv("WQ_MACHINE_FILE"), *x = getenv("XDG_CONFIG_HOME"), *h = getenv("HOME");
+    if (e && *e)
+        snprintf(buf, n, "%s", e);
+    else if (x && *x)
+        snprintf(buf, n, "%s/wquant/machine.json", x);
+    else
+        snprintf(buf, n, "%s/.config/wquant/machine.json", h && *h ? h : ".");
+}
+
+double wq_cli_mem_total(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemTotal: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+static wq_status machine_parse(const char *text, const char *path, wq_machine *m)
+{
+    wq_status st = WQ_OK;
+    cJSON *root = cJSON_Parse(text);
+    WQ_CHECK_GOTO(root && cJSON_IsObject(root), st, WQ_ERR_FORMAT, done, "%s: not a JSON object",
+                  path);
+    for (cJSON *it = root->child; it; it = it->next) {
+        int k = 0;
+        while (k < N_FIELDS && strcmp(k_fields[k].key, it->string) != 0)
+            k++;
+        if (k == N_FIELDS) {
+            if (strcmp(it->string, "comment") == 0 || strcmp(it->string, "measured") == 0) continue;
+            WQ_LOG_ERROR("%s: unknown key '%s' (see docs/planning.md for the machine file keys)",
+                         path, it->string);
+            st = WQ_ERR_FORMAT;
+            goto done;
+        }
+        WQ_CHECK_GOTO(cJSON_IsNumber(it) && it->valuedouble > 0 && isfinite(it->valuedouble), st,
+                      WQ_ERR_FORMAT, done, "%s: key '%s' must be a positive number", path,
+                      it->string);
+        char *p = (char *)m + k_fields[k].off;
+        if (k_fields[k].is_int)
+            *(int *)p = (int)it->valuedouble;
+        else
+            *(double *)p = it->valuedouble;
+    }
+done:
+    cJSON_Delete(root);
+    return st;
+}
+
+wq_status wq_cli_machine_load(wq_dist *d, const char *path, int required, wq_machine *m,
+                              int *measured)
+{
+    char def[4096];
+    if (!path) {
+        wq_cli_machine_default_path(def, sizeof def);
+        path = def;
+    }
+    wq_cost_machine_defaults(m);
+    m->mem_per_node = wq_cli_mem_total() > 0 ? wq_cli_mem_total() : m->mem_per_node;
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    if (nc > 0) m->cores_per_node = (int)nc;
+    *measured = 0;
+    int exists = access(path, R_OK) == 0;
+    double e = exists; /* rank 0 decides: it reads the file */
+    WQ_TRY(wq_dist_bcast(d, 0, &e, sizeof e));
+    int all_exist = e > 0;
+    if (!all_exist) {
+        if (required) {
+            if (wq_dist_rank(d) == 0)
+                WQ_LOG_ERROR("machine file '%s' does not exist (run `wquant plan --calibrate "
+                             "--machine %s` first)",
+                             path, path);
+            return WQ_ERR_ARG; /* every rank knows: rank 0 broadcast the verdict */
+        }
+        return WQ_OK;
+    }
+    char *text = NULL;
+    WQ_TRY(wq_cli_read_bcast(d, path, &text, NULL));
+    wq_status st = machine_parse(text, path, m);
+    wq_free(text);
+    if (st == WQ_OK) *measured = 1;
+    return wq_dist_agree(d, st);
+}
+
+wq_status wq_cli_machine_save(const char *path, const wq_machine *m)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) { /* mkdir -p of the parent */
+        *slash = '\0';
+        for (char *p = dir + 1; *p; p++)
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(dir, 0755);
+                *p = '/';
+            }
+        mkdir(dir, 0755);
+    }
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return WQ_ERR_NOMEM;
+    cJSON_AddStringToObject(root, "comment",
+                            "wquant plan --calibrate: rates per rank with one BLAS thread (flop/s, "
+                            "values/s, bytes/s), seconds, bytes; see docs/planning.md");
+    for (int k = 0; k < N_FIELDS; k++) {
+        const char *p = (const char *)m + k_fields[k].off;
+        cJSON_AddNumberToObject(root, k_fields[k].key,
+                                k_fields[k].is_int ? (double)*(const int *)p : *(const double *)p);
+    }
+    char *js = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!js) return WQ_ERR_NOMEM;
+    FILE *f = fopen(path, "w");
+    wq_status st = WQ_OK;
+    if (!f || fputs(js, f) < 0 || fputc('\n', f) < 0) st = WQ_ERR_IO;
+    if (f && fclose(f) != 0) st = WQ_ERR_IO;
+    if (st != WQ_OK) WQ_LOG_ERROR("cannot write the machine file '%s': %s", path, strerror(errno));
+    cJSON_free(js);
+    return st;
+}
+
+/* ---- measurements ------------------------------------------------------------------------------
+ */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void fill(float *x, int64_t n, uint64_t seed, float scale)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * ((float)(rng_next(&seed) >> 40) * 0x1.0p-24f - 0.5f);
+}
+
+/* Repeats fn until at least `min_s` seconds have passed (after one warm-up); returns seconds per
+ * call (the fastest of the repetitions: the least disturbed by other processes). */
+#define TIME_IT(min_s, out, body)                                                                  \
+    do {                                                                                           \
+        body;                                                                                      \
+        double best_ = 1e30, start_ = wq_cli_now();                                                \
+        int reps_ = 0;                                                                             \
+        while (reps_ < 3 || wq_cli_now() - start_ < (min_s)) {                                     \
+            double t0_ = wq_cli_now();                                                             \
+            body;                                                                                  \
+            double dt_ = wq_cli_now() - t0_;                                                       \
+            if (dt_ < best_) best_ = dt_;                                                          \
+            if (++reps_ > 1000) break;                                                             \
+        }                                                                                          \
+        (out) = best_ > 1e-9 ? best_ : 1e-9;                                                       \
+    } while (0)
+
+static wq_status measure_compute(wq_machine *m)
+{
+    wq_status st = WQ_OK;
+    const int64_t n = 768;
+    float *a = wq_malloc((size_t)(n * n) * 4), *b = wq_malloc((size_t)(n * n) * 4),
+          *c = wq_malloc((size_t)(n * n) * 4);
+    double *da = wq_malloc((size_t)(n * n) * 8), *dc = wq_malloc((size_t)(256 * n) * 8);
+    WQ_CHECK_GOTO(a && b && c && da && dc, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+    fill(a, n * n, 1, 1.0f);
+    fill(b, n * n, 2, 1.0f);
+    for (int64_t i = 0; i < n * n; i++)
+        da[i] = a[i];
+    double t;
+    TIME_IT(0.3, t,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a,
+                        (int)n, b, (int)n, 0.0f, c, (int)n));
+    m->gemm_flops = 2.0 * n * n * n / t;
+    /* the Hessian panel shape: 256 rows of X^T X over n tokens */
+    TIME_IT(0.3, t,
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 256, (int)n, (int)n, 1.0, da,
+                        (int)n, da, (int)n, 0.0, dc, (int)n));
+    m->dgemm_flops = 2.0 * 256 * n * n / t;
+    /* exact accumulation */
+    {
+        wq_exact *acc = wq_calloc((size_t)(256 * n), sizeof *acc);
+        WQ_CHECK_GOTO(acc, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+        TIME_IT(0.2, t, wq_kern_exact_add_f64(acc, dc, 256 * n));
+        m->exact_rate = 256.0 * n / t;
+        wq_free(acc);
+    }
+    /* memory bandwidth: memcpy of 64 MiB (far beyond the caches), read + write counted */
+    {
+        const size_t nb = 64u << 20;
+        char *s0 = wq_malloc(nb), *s1 = wq_malloc(nb);
+        if (s0 && s1) {
+            memset(s0, 1, nb);
+            memset(s1, 2, nb);
+            TIME_IT(0.3, t, memcpy(s1, s0, nb));
+            m->mem_bw = 2.0 * (double)nb / t;
+        }
+        wq_free(s0);
+        wq_free(s1);
+    }
+done:
+    wq_free(a);
+    wq_free(b);
+    wq_free(c);
+    wq_free(da);
+    wq_free(dc);
+    return st;
+}
+
+static wq_status measure_algos(wq_machine *m)
+{
+    wq_status st = WQ_OK;
+    const int64_t rows = 512, cols = 1024, qr = 2048, qc = 4096;
+    float *w = wq_malloc((size_t)(qr * qc) * 4), *x = wq_malloc((size_t)(2048 * cols) * 4);
+    double *H = wq_malloc((size_t)(cols * cols) * 8), *H0 = wq_malloc((size_t)(cols * cols) * 8);
+    wq_qmatrix q = {0};
+    wq_gptq_ctx *ctx = NULL;
+    WQ_CHECK_GOTO(w && x && H && H0, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+    fill(w, qr * qc, 3, 0.04f);
+    fill(x, 2048 * cols, 4, 2.0f);
+    wq_qspec spec = wq_qspec_default();
+    spec.bits = 4, spec.group_size = 128, spec.sym = true;
+    double t;
+    TIME_IT(
+        0.2, t,
+        (wq_qmatrix_free(&q), st = wq_algo_rtn_quantize(&spec, "calibrate", w, qr, qc, &q, NULL)));
+    WQ_TRY_GOTO(st, st, done);
+    m->quant_rate = (double)(qr * qc) / t;
+    wq_config cfg;
+    wq_config_defaults(&cfg, WQ_ALGO_HQQ);
+    wq_qmatrix_free(&q);
+    TIME_IT(0.2, t,
+            (wq_qmatrix_free(&q),
+             st = wq_algo_hqq_quantize(&spec, &cfg.ap, "calibrate", w, qr / 2, qc / 2, &q)));
+    WQ_TRY_GOTO(st, st, done);
+    m->hqq_rate = (double)(qr * qc / 4) / t * (double)cfg.ap.hqq_iters / 20.0;
+    wq_qmatrix_free(&q);
+    /* GPTQ: a well-conditioned H = X^T X / n + I */
+    for (int64_t i = 0; i < cols * cols; i++)
+        H0[i] = 0;
+    for (int64_t t0 = 0; t0 < 256; t0++)
+        for (int64_t i = 0; i < cols; i++) {
+            double xi = x[t0 * cols + i];
+            for (int64_t j = i; j < cols; j++)
+                H0[i * cols + j] += xi * x[t0 * cols + j] / 256.0;
+        }
+    for (int64_t i = 0; i < cols; i++) {
+        H0[i * cols + i] += 1.0;
+        for (int64_t j = 0; j < i; j++)
+            H0[i * cols + j] = H0[j * cols + i];
+    }
+    wq_config_defaults(&cfg, WQ_ALGO_GPTQ);
+    TIME_IT(0.3, t,
+            (wq_algo_gptq_destroy(ctx), ctx = NULL, memcpy(H, H0, (size_t)(cols * cols) * 8),
+             st = wq_algo_gptq_prepare(H, cols, &spec, &cfg.ap, "calibrate", &ctx)));
+    WQ_TRY_GOTO(st, st, done);
+    m->chol_flops = 2.0 * (double)cols * cols * cols / 3.0 / t;
+    WQ_TRY_GOTO(wq_algo_gptq_qmatrix_init(ctx, rows, &q), st, done);
+    TIME_IT(0.3, t, st = wq_algo_gptq_solve_rows(ctx, w, 0, rows, rows, 0.0f, &q, NULL, NULL));
+    WQ_TRY_GOTO(st, st, done);
+    m->solve_flops = 2.0 * (double)rows * cols * cols / t;
+done:
+    wq_qmatrix_free(&q);
+    wq_algo_gptq_destroy(ctx);
+    wq_free(w);
+    wq_free(x);
+    wq_free(H);
+    wq_free(H0);
+    return st;
+}
+
+/* One block forward at a mid-size width (d 1024, GQA 16/4 heads, F 2816, 256 tokens). */
+static wq_status measure_forward(wq_machine *m)
+{
+    wq_status st = WQ_OK;
+    wq_model_cfg mc = {.hidden_size = 1024,
+                       .intermediate_size = 2816,
+                       .n_layers = 1,
+                       .n_heads = 16,
+                       .n_kv_heads = 4,
+                       .head_dim = 64,
+                       .vocab_size = 256,
+                       .max_position_embeddings = 4096,
+                       .rope_theta = 10000,
+                       .rms_norm_eps = 1e-5};
+    snprintf(mc.model_type, sizeof mc.model_type, "llama");
+    const int64_t T = 256, d = mc.hidden_size, F = mc.intermediate_size, kvd = 4 * 64;
+    const int64_t nw = 2 * d * d + 2 * kvd * d + 3 * d * F + 2 * d;
+    float *wb = wq_malloc((size_t)nw * 4), *x = wq_malloc((size_t)(T * d) * 4),
+          *x0 = wq_malloc((size_t)(T * d) * 4);
+    float *rc = wq_malloc((size_t)(T * 32) * 4), *rs = wq_malloc((size_t)(T * 32) * 4);
+    void *ws = wq_malloc(wq_kern_block_workspace_bytes(&mc, T));
+    WQ_CHECK_GOTO(wb && x && x0 && rc && rs && ws, st, WQ_ERR_NOMEM, done,
+                  "out of memory calibrating");
+    fill(wb, nw, 5, 0.04f);
+    fill(x0, T * d, 6, 1.0f);
+    float *p = wb;
+    wq_block_weights w = {0};
+    w.attn_norm = p, p += d;
+    w.mlp_norm = p, p += d;
+    for (int64_t i = 0; i < 2 * d; i++)
+        wb[i] = 1.0f;
+    w.wq = p, p += d * d;
+    w.wk = p, p += kvd * d;
+    w.wv = p, p += kvd * d;
+    w.wo = p, p += d * d;
+    w.w_gate = p, p += F * d;
+    w.w_up = p, p += F * d;
+    w.w_down = p;
+    wq_kern_rope_tables(&mc, T, rc, rs);
+    double t;
+    TIME_IT(0.5, t,
+            (memcpy(x, x0, (size_t)(T * d) * 4),
+             wq_kern_block_forward(&mc, &w, x, T, rc, rs, ws, NULL)));
+    wq_cost_shape s;
+    wq_cli_cost_shape(&mc, 4, &s);
+    m->fwd_flops = wq_cost_forward_flops(&s, 1, T) / t;
+done:
+    wq_free(wb);
+    wq_free(x);
+    wq_free(x0);
+    wq_free(rc);
+    wq_free(rs);
+    wq_free(ws);
+    return st;
+}
+
+static wq_status measure_fs(const char *dir, wq_machine *m)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.wquant-calibrate-%ld.tmp", dir, (long)getpid());
+    const size_t n = 1024u << 20, chunk = 8u << 20;
+    char *buf = wq_malloc(chunk);
+    if (!buf) return WQ_ERR_NOMEM;
+    memset(buf, 0x5a, chunk);
+    wq_status st = WQ_OK;
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    if (fd < 0) {
+        WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
+                     strerror(errno));
+        wq_free(buf);
+        return WQ_ERR_IO;
+    }
+    double t0 = wq_cli_now();
+    for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
+        if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
+    m->fs_write_bw = (double)n / (wq_cli_now() - t0);
+    close(fd);
+    /* read it back: the rate a process sees for a file in the page cache (what a model written or
+     * read just before sees; on a cluster set fs_*_bw to the parallel file system's rates) */
+    fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        /* into fresh memory, as the reader does: page faults are part of the rate */
+        char *dst = wq_malloc(n);
+        t0 = wq_cli_now();
+        for (size_t off = 0; dst && off < n && st == WQ_OK; off += chunk)
+            if (read(fd, dst + off, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
+        m->fs_read_bw = (double)n / (wq_cli_now() - t0);
+        if (!dst) st = WQ_ERR_NOMEM;
+        wq_free(dst);
+        /* first touch of fresh memory (page faults + zeroing) */
+        t0 = wq_cli_now();
+        dst = wq_malloc(n);
+        if (dst) memset(dst, 1, n);
+        m->touch_bw = (double)n / (wq_cli_now() - t0);
+        /* page-cache copies scale with the cores; a parallel file system does not: set it */
+        m->fs_node_bw = m->fs_read_bw * m->cores_per_node;
+        wq_free(dst);
+        close(fd);
+    } else {
+        st = WQ_ERR_IO;
+    }
+    unlink(path);
+    wq_free(buf);
+    if (st != WQ_OK) WQ_LOG_ERROR("file-system probe '%s' failed", path);
+    return st;
+}
+
+static double vm_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+/* Seconds since this process started (MPI init included). */
+static double process_age(void)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    double up = 0;
+    unsigned long long start = 0;
+    if (f) {
+        char buf[2048];
+        size_t k = fread(buf, 1, sizeof buf - 1, f);
+        buf[k] = '\0';
+        fclose(f);
+        char *p = strrchr(buf, ')');
+        for (int field = 2; p && field < 22; field++)
+            p = strchr(p + 1, ' ');
+        if (p) start = strtoull(p + 1, NULL, 10);
+    }
+    f = fopen("/proc/uptime", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &up) != 1) up = 0;
+        fclose(f);
+    }
+    double age = up - (double)start / (double)sysconf(_SC_CLK_TCK);
+    return age > 0 && age < 60 ? age : 0.3;
+}
+
+wq_status wq_cli_calibrate(wq_dist *d, const char *scratch_dir, wq_machine *m)
+{
+    wq_cost_machine_defaults(m);
+    m->base_rss = vm_rss_bytes();
+    m->startup = process_age();
+    m->mem_per_node = wq_cli_mem_total();
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    m->cores_per_node = nc > 0 ? (int)nc : 1;
+    wq_status st = WQ_OK;
+    if (wq_dist_rank(d) == 0) {
+        st = measure_compute(m);
+        if (st == WQ_OK) st = measure_forward(m);
+        if (st == WQ_OK) st = measure_algos(m);
+        if (st == WQ_OK) st = measure_fs(scratch_dir, m);
+    }
+    WQ_TRY(wq_dist_agree(d, st));
+    /* network: the exact allreduce wquant uses, 64 MiB per rank */
+    if (wq_dist_size(d) > 1) {
+        const int64_t cells = 4 << 20;
+        wq_exact *acc = wq_calloc((size_t)cells, sizeof *acc);
+        st = acc ? WQ_OK : WQ_ERR_NOMEM;
+        WQ_TRY(wq_dist_agree(d, st));
+        double best = 1e30;
+        for (int rep = 0; rep < 3 && st == WQ_OK; rep++) {
+            st = wq_dist_barrier(d);
+            double t0 = wq_cli_now();
+            if (st == WQ_OK) st = wq_dist_allreduce_exact(d, acc, cells);
+            double dt = wq_cli_now() - t0;
+            if (dt < best) best = dt;
+        }
+        wq_free(acc);
+        WQ_TRY(wq_dist_agree(d, st));
+        const int D = wq_dist_size(d);
+        m->net_bw = 2.0 * (double)cells * 16.0 * (D - 1) / D / best;
+        st = wq_dist_barrier(d);
+        double t0 = wq_cli_now();
+        for (int rep = 0; rep < 100 && st == WQ_OK; rep++)
+            st = wq_dist_barrier(d);
+        m->net_lat = (wq_cli_now() - t0) / 100.0 > 1e-7 ? (wq_cli_now() - t0) / 100.0 : 1e-7;
+        WQ_TRY(wq_dist_agree(d, st));
+    } else {
+        m->net_bw = m->mem_bw / 2.0; /* not measured: shared memory between two ranks */
+    }
+    /* rank 0's compute numbers, the network numbers agreed */
+    double nb[2] = {m->net_bw, m->net_lat};
+    WQ_TRY(wq_dist_bcast(d, 0, m, sizeof *m));
+    m->net_bw = nb[0], m->net_lat = nb[1];
+    return WQ_OK;
+}
+
+/* ---- config translation ------------------------------------------------------------------------
+ */
+
+void wq_cli_cost_shape(const wq_model_cfg *mc, int src_bytes, wq_cost_shape *s)
+{
+    *s = (wq_cost_shape){.d = mc->hidden_size,
+                         .F = mc->intermediate_size,
+                         .n_heads = mc->n_heads,
+                         .n_kv_heads = mc->n_kv_heads,
+                         .head_dim = mc->head_dim,
+                         .vocab = mc->vocab_size,
+                         .n_layers = mc->n_layers,
+                         .tied = mc->tie_word_embeddings,
+                         .qkv_bias = mc->attention_bias,
+                         .src_bytes = src_bytes};
+}
+
+void wq_cli_cost_job(const wq_config *cfg, wq_cost_job *j)
+{
+    static const wq_cost_algo map[WQ_ALGO_COUNT] = {
+        [WQ_ALGO_RTN] = WQ_COST_RTN, [WQ_ALGO_GPTQ] = WQ_COST_GPTQ,
+        [WQ_ALGO_AWQ] = WQ_COST_AWQ, [WQ_ALGO_TEQ] = WQ_COST_TEQ,
+        [WQ_ALGO_HQQ] = WQ_COST_HQQ, [WQ_ALGO_AUTOROUND] = WQ_COST_AUTOROUND};
+    const wq_algo_params *ap = &cfg->ap;
+    *j = (wq_cost_job){.algo = map[cfg->algo],
+                       .bits = cfg->global.bits > 0 ? cfg->global.bits : 4,
+                       .group_size = cfg->global.group_size,
+                       .mse_search = cfg->global.mse_search,
+                       .quant_lm_head = cfg->quant_lm_head,
+                       .true_sequential = ap->true_sequential,
+                       .awq_scale = ap->use_auto_scale,
+                       .awq_clip = ap->use_auto_clip,
+                       .awq_folding = ap->folding,
+                       .hqq_iters = ap->hqq_iters,
+                       .ar_iters = ap->iters,
+                       .ar_batch = ap->batch_size,
+                       .teq_steps = ap->teq_steps,
+                       .n_samples = cfg->calib.n_samples,
+                       .seqlen = cfg->calib.seqlen};
+    if (cfg->global.dtype != WQ_QDTYPE_INT) j->bits = 4;
+}
+
+int wq_cli_parse_bytes(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0) || !isfinite(v)) return -1;
+    double mul = 1073741824.0; /* plain numbers are GiB */
+    if (*end) {
+        switch (*end == 'k' ? 'K' : *end) {
+        case 'K':
+            mul = 1024.0;
+            break;
+        case 'M':
+            mul = 1048576.0;
+            break;
+        case 'G':
+            mul = 1073741824.0;
+            break;
+        case 'T':
+            mul = 1099511627776.0;
+            break;
+        default:
+            return -1;
+        }
+        end++;
+        if (strcmp(end, "") != 0 && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0) return -1;
+    }
+    *out = v * mul;
+    return 0;
+}
