@@ -218,8 +218,10 @@ void wq_dist_fault_point(const wq_dist *d, const char *point, int64_t index)
             (long long)index);
     fflush(stderr);
     int signo = sig ? atoi(sig) : 0;
-    if (signo == 1) raise(SIGKILL); /* historical spelling of "kill" */
-    else if (signo > 1 && signo < 65) raise(signo);
+    if (signo == 1)
+        raise(SIGKILL); /* historical spelling of "kill" */
+    else if (signo > 1 && signo < 65)
+        raise(signo);
     _exit(3);
 }
 
