@@ -3,6 +3,7 @@
  *    stops every rank non-zero within 30 s of the kill, leaves no container; `--resume` continues
  * from the checkpoint (the log says 3 blocks were reused) and the container is byte-identical (cmp)
  * to an uninterrupted run;
+ *    the same kill resumed with 3 ranks gives the same bytes;
  *  - the same for RTN, killed at a tensor, resumed with 2 ranks and (rank-count independence) 1;
  *  - an existing checkpoint is never silently reused: without --resume the run is refused;
  *  - a changed config or model is detected and refused with a message naming what changed;
@@ -41,7 +42,7 @@ static void killed_run(const char *args, const char *out, const char *point, int
     setenv("WQ_FAULT_POINT", point, 1);
     setenv("WQ_FAULT_RANK", "1", 1);
     setenv("WQ_FAULT_INDEX", idx, 1);
-    setenv("WQ_FAULT_SIGNAL", "1", 1);
+    setenv("WQ_FAULT_SIGNAL", "9", 1); /* SIGKILL */
     double t0 = now();
     int rc = wq_e2e_run(2, &log, "quantize --model %s %s --out %s --quiet", MODEL, args, out);
     double secs = now() - t0;
@@ -52,6 +53,7 @@ static void killed_run(const char *args, const char *out, const char *point, int
     if (rc == 0 || !strstr(log, "fault injection")) print_error("rc=%d\n%s\n", rc, log);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(log, "fault injection"));
+    assert_non_null(strstr(log, "signal 9")); /* mpiexec saw the SIGKILL */
     if (secs >= ref_secs + 30.0)
         print_error("killed run took %.1f s, uninterrupted %.1f s\n", secs, ref_secs);
     assert_true(secs < ref_secs + 30.0);
@@ -96,6 +98,10 @@ static void killed_gptq_run_should_resume_to_an_identical_container(void **state
     assert_non_null(strstr(log, "--resume"));
     assert_false(wq_e2e_file_exists(out));
     resume_and_compare(2, GPTQ_ARGS, out, ref, "3 finished blocks");
+    /* rank-count independence: killed with 2 ranks, resumed with 3 (another writer per linear) */
+    snprintf(out, sizeof out, "%s/gptq_np3.h5", g_dir);
+    killed_run(GPTQ_ARGS, out, "block", 3, ref_secs);
+    resume_and_compare(3, GPTQ_ARGS, out, ref, "3 finished blocks");
 }
 
 static void killed_rtn_run_should_resume_to_an_identical_container(void **state)

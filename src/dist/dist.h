@@ -56,7 +56,8 @@ wq_status wq_dist_split(wq_dist *d, int color, int key, wq_dist **out);
 
 /* Fault injection for tests (no effect unless the environment asks for it): when WQ_FAULT_POINT
  * equals `point`, WQ_FAULT_RANK equals this rank and WQ_FAULT_INDEX is unset or equals `index`, the
- * process dies at once: _exit(3), or SIGKILL when WQ_FAULT_SIGNAL=1 (as an OOM kill would). */
+ * process dies at once: _exit(3), or by signal WQ_FAULT_SIGNAL=N (N > 1: that signal, e.g. 9 =
+ * SIGKILL as an OOM kill would; N = 1 also means SIGKILL). */
 void wq_dist_fault_point(const wq_dist *d, const char *point, int64_t index);
 
 /* A rank-local failure that peers cannot reach an agreement point for: log and MPI_Abort.

@@ -217,7 +217,11 @@ void wq_dist_fault_point(const wq_dist *d, const char *point, int64_t index)
     fprintf(stderr, "[wq r%d/%d] fault injection: dying at %s %lld\n", d->rank, d->size, point,
             (long long)index);
     fflush(stderr);
-    if (sig && atoi(sig) == 1) raise(SIGKILL);
+    int signo = sig ? atoi(sig) : 0;
+    if (signo == 1)
+        raise(SIGKILL); /* historical spelling of "kill" */
+    else if (signo > 1 && signo < 65)
+        raise(signo);
     _exit(3);
 }
 

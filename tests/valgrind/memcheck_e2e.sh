@@ -1,8 +1,9 @@
 #!/bin/bash
-# valgrind memcheck of the end-to-end path on the bundled model, one rank (mpiexec -n 1): RTN
-# quantization of stories260K, then its evaluation (container reader, dequantization, forward pass,
-# tokenizer) on two stories. Fails on any memcheck error or definite leak. Suppressions
-# (tests/valgrind/wquant.supp) cover Open MPI's MPI_Init/MPI_Finalize internals only, each justified.
+# valgrind memcheck of the end-to-end path on the bundled model, one rank (mpiexec -n 1): RTN and
+# GPTQ (small calibration) quantization of stories260K, then the RTN container's evaluation
+# (container reader, dequantization, forward pass, tokenizer) on two stories. Fails on any memcheck
+# error or definite leak. Suppressions (tests/valgrind/wquant.supp) cover Open MPI's
+# MPI_Init/MPI_Finalize internals only, each justified.
 # Usage: memcheck_e2e.sh BUILD_DIR SOURCE_DIR     (ctest passes both; label valgrind)
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -29,6 +30,14 @@ run() {
     fi
 }
 run quantize quantize --model "$MODEL" --out "$WORK/rtn.h5" --quiet
+# GPTQ with a small calibration (4 sequences of 32 tokens): calibration loader, engine forward,
+# Hessian, Cholesky, the block pass and its checkpoint files
+cat >"$WORK/gptq.json" <<EOF
+{"gptq": {"global": {"dtype": "int", "bits": 4, "group_size": 32, "act_order": true}},
+ "calibration": {"text": "$SRC/assets/text/tinystories-val-500.txt", "format": "stories",
+                 "range": [0, 400], "n_samples": 4, "seqlen": 32, "seed": 0}}
+EOF
+run gptq quantize --model "$MODEL" --config "$WORK/gptq.json" --out "$WORK/gptq.h5" --quiet
 run eval eval --model "$MODEL" --quantized "$WORK/rtn.h5" \
     --text "$SRC/assets/text/tinystories-val-500.txt" --protocol stories --range 400:402 --json
 echo "memcheck: clean"
