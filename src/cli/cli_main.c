@@ -83,7 +83,11 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = k_cmds[cmd].fn(argc, argv, d);
-    /* Every rank returns the same code: commands agree on their status before returning. */
+    /* Commands agree on failure before returning, but the failing rank returns its own status
+     * (exit 2 for bad input) while its peers return "another rank failed" (exit 1), and mpiexec
+     * reports whichever exits first: every rank exits with the largest code instead. */
+    double worst = rc;
+    if (wq_dist_allreduce_max_f64(d, &worst, 1) == WQ_OK) rc = (int)worst;
     wq_dist_destroy(d);
     return rc;
 }
