@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/core_alloc.h"
+#include "core/core_heap.h"
 #include "core/core_log.h"
 #include "model/tok_unicode_tab.h"
 
@@ -1362,13 +1363,19 @@ typedef struct {
     int32_t rank, pos, id;
 } cand;
 
+static bool cand_before(const cand *x, const cand *y)
+{
+    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+WQ_HEAP_DEFINE(cand_heap, cand, cand_before)
+
 typedef struct {
     const wq_tok_json *t;
     i32vec *out;
     sym *s;
     size_t s_cap;
-    cand *h;
-    size_t h_n, h_cap;
+    cand_heap h;
     char *buf; /* byte-level mapped word */
     size_t buf_cap;
 } enc_state;
@@ -1387,59 +1394,14 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
-static bool cand_before(const cand *x, const cand *y)
-{
-    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
-}
 
-static bool heap_push(enc_state *e, cand c)
-{
-    if (e->h_n == e->h_cap) {
-        size_t cap = e->h_cap ? 2 * e->h_cap : 256;
-        cand *a = wq_malloc(cap * sizeof *a);
-        if (!a) return false;
-        if (e->h_n) memcpy(a, e->h, e->h_n * sizeof *a);
-        wq_free(e->h);
-        e->h = a;
-        e->h_cap = cap;
-    }
-    size_t i = e->h_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!cand_before(&c, &e->h[p])) break;
-        e->h[i] = e->h[p];
-        i = p;
-    }
-    e->h[i] = c;
-    return true;
-}
-
-static cand heap_pop(enc_state *e)
-{
-    cand top = e->h[0], last = e->h[--e->h_n];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        const cand *bc = &last;
-        if (l < e->h_n && cand_before(&e->h[l], bc)) {
-            best = l;
-            bc = &e->h[l];
-        }
-        if (l + 1 < e->h_n && cand_before(&e->h[l + 1], bc)) best = l + 1;
-        if (best == i) break;
-        e->h[i] = e->h[best];
-        i = best;
-    }
-    if (e->h_n) e->h[i] = last;
-    return top;
-}
 
 static bool push_pair(enc_state *e, int32_t pos)
 {
     if (pos < 0 || e->s[pos].next < 0) return true;
     int32_t rank, id;
     if (!merge_lookup(e->t, e->s[pos].id, e->s[e->s[pos].next].id, &rank, &id)) return true;
-    return heap_push(e, (cand){rank, pos, id});
+    return cand_heap_push(&e->h, (cand){rank, pos, id});
 }
 
 /* BPE of one pre-tokenized word (already byte-mapped for byte-level models): the tokenizers
@@ -1495,11 +1457,11 @@ static wq_status bpe_word(enc_state *e, const char *w, size_t wl)
 #undef ADD_SYM
     if (ns == 0) return WQ_OK;
     e->s[ns - 1].next = -1;
-    e->h_n = 0;
+    e->h.n = 0;
     for (int32_t i = 0; i + 1 < ns; i++)
         if (!push_pair(e, i)) return WQ_ERR_NOMEM;
-    while (e->h_n > 0) {
-        cand c = heap_pop(e);
+    while (e->h.n > 0) {
+        cand c = cand_heap_pop(&e->h);
         sym *L = &e->s[c.pos];
         if (L->len == 0 || L->next < 0) continue;
         sym *R = &e->s[L->next];
@@ -1768,7 +1730,7 @@ done:
     if (st == WQ_ERR_NOMEM) WQ_LOG_ERROR("%s: encode: out of memory", t->origin);
     wq_free(out.a);
     wq_free(e.s);
-    wq_free(e.h);
+    wq_free(e.h.a);
     wq_free(e.buf);
     return st;
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "core/core_alloc.h"
+#include "core/core_heap.h"
 #include "core/core_log.h"
 
 #define WS_SYM "\xE2\x96\x81" /* U+2581 LOWER ONE EIGHTH BLOCK: SentencePiece's escaped space */
@@ -727,58 +728,13 @@ typedef struct {
     int32_t left_len, right_len; /* lengths when queued: a changed length marks the entry stale */
 } bpe_cand;
 
-typedef struct {
-    bpe_cand *a;
-    size_t n, cap;
-} bpe_heap;
-
 /* Higher score first; on ties the leftmost pair (SentencePiece's order). */
 static bool cand_before(const bpe_cand *x, const bpe_cand *y)
 {
     return x->score > y->score || (x->score == y->score && x->left < y->left);
 }
 
-static bool heap_push(bpe_heap *h, bpe_cand c)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 1024;
-        bpe_cand *a = wq_malloc(cap * sizeof *a);
-        if (!a) return false;
-        if (h->n) memcpy(a, h->a, h->n * sizeof *a);
-        wq_free(h->a);
-        h->a = a;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!cand_before(&c, &h->a[p])) break;
-        h->a[i] = h->a[p];
-        i = p;
-    }
-    h->a[i] = c;
-    return true;
-}
-
-static bpe_cand heap_pop(bpe_heap *h)
-{
-    bpe_cand top = h->a[0], last = h->a[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        const bpe_cand *bc = &last;
-        if (l < h->n && cand_before(&h->a[l], bc)) {
-            best = l;
-            bc = &h->a[l];
-        }
-        if (l + 1 < h->n && cand_before(&h->a[l + 1], bc)) best = l + 1;
-        if (best == i) break;
-        h->a[i] = h->a[best];
-        i = best;
-    }
-    if (h->n) h->a[i] = last;
-    return top;
-}
+WQ_HEAP_DEFINE(bpe_heap, bpe_cand, cand_before)
 
 typedef struct {
     const wq_tokenizer *t;
@@ -801,7 +757,7 @@ static bool maybe_push(bpe_state *b, int32_t l, int32_t r)
     int32_t id = lookup_mergeable(b->t, b->norm + L->start, (size_t)L->len + (size_t)R->len);
     if (id < 0) return true;
     bpe_cand c = {b->t->score[id], l, r, L->len, R->len};
-    return heap_push(&b->heap, c);
+    return bpe_heap_push(&b->heap, c);
 }
 
 /* Appends the ids of one symbol (given by its node when resegmenting, else by its span). */
@@ -915,7 +871,7 @@ wq_status wq_tok_encode(const wq_tokenizer *t, const char *text, size_t len, int
     for (int32_t i = 0; i + 1 < nsym; i++)
         WQ_CHECK_GOTO(maybe_push(&b, i, i + 1), st, WQ_ERR_NOMEM, done, "tokenizer: out of memory");
     while (b.heap.n > 0) {
-        bpe_cand c = heap_pop(&b.heap);
+        bpe_cand c = bpe_heap_pop(&b.heap);
         bpe_sym *L = &b.sym[c.left], *R = &b.sym[c.right];
         if (L->len != c.left_len || R->len != c.right_len || L->next != c.right)
             continue; /* stale */
