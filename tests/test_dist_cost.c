@@ -164,6 +164,25 @@ static void choose_should_refuse_a_budget_below_one_block(void **state)
     assert_int_equal(p.useful_ranks, 21);
 }
 
+static void rtn_memory_should_hold_one_chunk_unless_mse_search(void **state)
+{
+    (void)state;
+    wq_cost_shape s = tiny();
+    wq_cost_job j = {.algo = WQ_COST_RTN, .bits = 4, .group_size = -1};
+    wq_machine m;
+    wq_cost_machine_defaults(&m);
+    wq_cost_mem mem;
+    /* the largest item is gate/up (8 x 4 = 32 weights, 1 group per row): streamed, f32 of the
+     * chunk (32 x 4) + the 1 MiB bf16 conversion scratch + codes 32 + scale and zero 8 x 8 x 1 +
+     * packed 32 x 4 / 8 */
+    wq_cost_peak_memory(&s, &j, &m, 1, &mem);
+    assert_float_equal(mem.total - mem.base, 128.0 + 1048576.0 + 32.0 + 64.0 + 16.0, 1e-6);
+    /* use_mse_search needs the whole layer as f32 (still 32 x 4 here), no conversion chunking */
+    j.mse_search = true;
+    wq_cost_peak_memory(&s, &j, &m, 1, &mem);
+    assert_float_equal(mem.total - mem.base, 128.0 + 32.0 + 64.0 + 16.0, 1e-6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +193,7 @@ int main(void)
         cmocka_unit_test(container_bytes_should_match_packed_layout),
         cmocka_unit_test(time_should_scale_with_ranks_and_saturate),
         cmocka_unit_test(choose_should_refuse_a_budget_below_one_block),
+        cmocka_unit_test(rtn_memory_should_hold_one_chunk_unless_mse_search),
     };
     return cmocka_run_group_tests_name("dist_cost", tests, NULL, NULL);
 }

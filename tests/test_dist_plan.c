@@ -28,12 +28,24 @@ static void plan_items_should_balance_like_lpt(void **state)
     /* hand-derived: costs 7,5,4,3,1 on 2 ranks: 7->r0 (7,0), 5->r1 (7,5), 4->r1 (7,9), 3->r0 (10,9), 1->r1 (10,10) */
     int64_t cost[] = {4, 7, 1, 5, 3};
     int owner[5];
-    assert_int_equal(wq_dist_plan_items(cost, 5, 2, owner), WQ_OK);
+    int64_t order[5];
+    assert_int_equal(wq_dist_plan_items(cost, 5, 2, owner, order), WQ_OK);
     assert_int_equal(owner[1], 0); /* 7 */
     assert_int_equal(owner[3], 1); /* 5 */
     assert_int_equal(owner[0], 1); /* 4 */
     assert_int_equal(owner[4], 0); /* 3 */
     assert_int_equal(owner[2], 1); /* 1 */
+    /* processing order: decreasing cost 7,5,4,3,1 = indices 1,3,0,4,2 */
+    const int64_t want[5] = {1, 3, 0, 4, 2};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(order[i], want[i]);
+    /* ties keep the lower index first */
+    int64_t tie[] = {2, 5, 2, 5};
+    assert_int_equal(wq_dist_plan_items(tie, 4, 2, owner, order), WQ_OK);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 3);
+    assert_int_equal(order[2], 0);
+    assert_int_equal(order[3], 2);
 }
 
 static void plan_items_should_handle_more_ranks_than_items(void **state)
@@ -41,12 +53,12 @@ static void plan_items_should_handle_more_ranks_than_items(void **state)
     (void)state;
     int64_t cost[] = {3, 3, 3};
     int owner[3];
-    assert_int_equal(wq_dist_plan_items(cost, 3, 8, owner), WQ_OK);
+    assert_int_equal(wq_dist_plan_items(cost, 3, 8, owner, NULL), WQ_OK);
     assert_int_equal(owner[0], 0);
     assert_int_equal(owner[1], 1);
     assert_int_equal(owner[2], 2);
-    assert_int_equal(wq_dist_plan_items(cost, 0, 4, owner), WQ_OK);
-    assert_int_equal(wq_dist_plan_items(cost, 3, 0, owner), WQ_ERR_ARG);
+    assert_int_equal(wq_dist_plan_items(cost, 0, 4, owner, NULL), WQ_OK);
+    assert_int_equal(wq_dist_plan_items(cost, 3, 0, owner, NULL), WQ_ERR_ARG);
 }
 
 static void plan_stages_should_minimise_the_bottleneck(void **state)

@@ -27,6 +27,17 @@ wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const flo
 wq_status wq_algo_rtn_quantize_quantile(const wq_qspec *spec, const char *name, const float *W,
                                         int64_t rows, int64_t cols, float quantile, wq_qmatrix *out);
 
+/* Streaming form of wq_algo_rtn_quantize for a layer without use_mse_search (whose clip ratio needs
+ * the whole layer), so a layer never has to be in memory as f32 at once: `out` is set up by the
+ * caller (wq_qmatrix_init with wq_qspec_group_size(spec, cols)); each call quantizes rows
+ * [row0, row0 + nrows), given as W[nrows][cols] (steps 1 and 3; a non-finite weight is named by its
+ * row in the layer); after the last rows, wq_algo_rtn_finish applies step 4. The result is
+ * byte-identical to wq_algo_rtn_quantize. WQ_ERR_ARG (rows outside the matrix, spec mismatch),
+ * WQ_ERR_NUMERIC. */
+wq_status wq_algo_rtn_quantize_rows(const wq_qspec *spec, const char *name, const float *W,
+                                    int64_t row0, int64_t nrows, wq_qmatrix *out);
+void wq_algo_rtn_finish(const wq_qspec *spec, wq_qmatrix *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -376,6 +376,29 @@ static int entry_parts(const wq_qmatrix *q, const void *codes, size_t ncodes,
     return n;
 }
 
+/* Two codes per byte, the first in the low nibble. Eight codes at a time as one 64-bit word
+ * (byte k of the word is codes[k] on this little-endian target): the pairs are merged in place,
+ * then the even bytes are gathered into four. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_nibbles reads codes as LE words");
+static void pack_nibbles(const uint8_t *codes, int64_t n, uint8_t *packed)
+{
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t x;
+        memcpy(&x, codes + k, 8);
+        x &= 0x0F0F0F0F0F0F0F0FULL;
+        x = (x | x >> 4) & 0x00FF00FF00FF00FFULL;
+        x = (x | x >> 8) & 0x0000FFFF0000FFFFULL;
+        x = (x | x >> 16) & 0x00000000FFFFFFFFULL;
+        const uint32_t y = (uint32_t)x;
+        memcpy(packed + k / 2, &y, 4);
+    }
+    for (; k < n; k++) {
+        const uint8_t c = codes[k] & 15u;
+        packed[k / 2] = (k & 1) ? (uint8_t)(packed[k / 2] | c << 4) : c;
+    }
+}
+
 wq_status wq_ckpt_save(wq_ckpt *ck, int64_t i, const wq_qmatrix *q, const wq_ckpt_extra *extra,
                        int n_extra)
 {
@@ -395,10 +418,9 @@ wq_status wq_ckpt_save(wq_ckpt *ck, int64_t i, const wq_qmatrix *q, const wq_ckp
     uint8_t *packed = NULL;
     const size_t nc = codes_bytes(q, h.packed4);
     if (h.packed4) {
-        packed = wq_calloc(nc ? nc : 1, 1);
+        packed = wq_malloc(nc ? nc : 1);
         if (!packed) return WQ_ERR_NOMEM;
-        for (int64_t k = 0; k < q->rows * q->cols; k++)
-            packed[k >> 1] |= (uint8_t)((q->codes[k] & 15u) << (4 * (k & 1)));
+        pack_nibbles(q->codes, q->rows * q->cols, packed);
     }
     memcpy(h.magic, CK_MAGIC, 8);
     ck_extra_head eh[WQ_CKPT_MAX_EXTRA];

@@ -111,6 +111,7 @@ typedef struct {
     wq_h5_entry *entries;
     const wq_st_tensor **tensors;
     int *owner;
+    int64_t *order; /* processing order: decreasing cost (wq_dist_plan_items) */
     int64_t n;
 } plan;
 
@@ -119,6 +120,7 @@ static void plan_free(plan *p)
     wq_free(p->entries);
     wq_free(p->tensors);
     wq_free(p->owner);
+    wq_free(p->order);
     memset(p, 0, sizeof *p);
 }
 
@@ -132,8 +134,9 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
     p->entries = wq_calloc((size_t)(n ? n : 1), sizeof *p->entries);
     p->tensors = wq_calloc((size_t)(n ? n : 1), sizeof *p->tensors);
     p->owner = wq_calloc((size_t)(n ? n : 1), sizeof *p->owner);
+    p->order = wq_calloc((size_t)(n ? n : 1), sizeof *p->order);
     int64_t *cost = wq_calloc((size_t)(n ? n : 1), sizeof *cost);
-    WQ_CHECK_GOTO(p->entries && p->tensors && p->owner && cost, st, WQ_ERR_NOMEM, done,
+    WQ_CHECK_GOTO(p->entries && p->tensors && p->owner && p->order && cost, st, WQ_ERR_NOMEM, done,
                   "out of memory planning %lld tensors", (long long)n);
     p->n = n;
     for (int64_t i = 0; i < n; i++) {
@@ -203,9 +206,10 @@ static wq_status build_plan(wq_dist *d, const wq_config *cfg, const wq_st_model 
                 cost[i] = -1;
         }
     }
-    if (wq_dist_rank(d) == 0) st = wq_dist_plan_items(cost, n, wq_dist_size(d), p->owner);
+    if (wq_dist_rank(d) == 0) st = wq_dist_plan_items(cost, n, wq_dist_size(d), p->owner, p->order);
     st = wq_dist_agree(d, st);
     if (st == WQ_OK) st = wq_dist_bcast(d, 0, p->owner, (size_t)n * sizeof *p->owner);
+    if (st == WQ_OK) st = wq_dist_bcast(d, 0, p->order, (size_t)n * sizeof *p->order);
     for (int64_t i = 0; st == WQ_OK && i < n; i++)
         if (cost[i] < 0) p->owner[i] = -1; /* done by the calibrated block pass */
 done:
@@ -294,8 +298,49 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     return st;
 }
 
+/* RTN reads a layer in chunks of this many f32 (256 KiB: the chunk stays in L2 from conversion to
+ * codes, where a whole-layer f32 copy went to memory and back three times). */
+#define STREAM_ELEMS ((int64_t)1 << 16)
+
+/* Does entry e go through RTN chunk by chunk? (HQQ and use_mse_search need the whole layer.) */
+static int streams(const wq_config *cfg, const wq_h5_entry *e)
+{
+    return e->kind == WQ_H5_QLINEAR && cfg->algo != WQ_ALGO_HQQ && !e->spec.mse_search;
+}
+
+/* f32 scratch elements entry e needs (0: none). */
+static int64_t scratch_elems(const wq_config *cfg, const plan *p, int64_t i)
+{
+    const wq_h5_entry *e = &p->entries[i];
+    if (e->kind != WQ_H5_QLINEAR) return 0;
+    if (!streams(cfg, e)) return p->tensors[i]->numel;
+    const int64_t rows = STREAM_ELEMS / e->cols > 1 ? STREAM_ELEMS / e->cols : 1;
+    return (rows < e->rows ? rows : e->rows) * e->cols;
+}
+
+/* RTN of entry i, STREAM_ELEMS at a time through w. */
+static wq_status rtn_streamed(const wq_st_model *m, const plan *p, int64_t i, float *w,
+                              wq_qmatrix *q)
+{
+    const wq_st_tensor *t = p->tensors[i];
+    const wq_h5_entry *e = &p->entries[i];
+    const int64_t chunk = STREAM_ELEMS / e->cols > 1 ? STREAM_ELEMS / e->cols : 1;
+    WQ_TRY(wq_qmatrix_init(q, e->rows, e->cols, e->group_size_eff, e->spec.dtype, e->spec.bits));
+    wq_status st = WQ_OK;
+    for (int64_t r = 0; st == WQ_OK && r < e->rows; r += chunk) {
+        const int64_t n = e->rows - r < chunk ? e->rows - r : chunk;
+        st = wq_st_read_rows_f32(m, t, r, n, w);
+        if (st == WQ_OK) st = wq_algo_rtn_quantize_rows(&e->spec, e->name, w, r, n, q);
+    }
+    if (st == WQ_OK) wq_algo_rtn_finish(&e->spec, q);
+    if (st != WQ_OK) wq_qmatrix_free(q);
+    return st;
+}
+
+/* w: this rank's f32 scratch (the largest scratch_elems), reused from tensor to tensor: a fresh
+ * allocation per tensor would page-fault and zero it each time. */
 static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const plan *p, int64_t i,
-                               wq_h5_file *f, wq_ckpt *ck)
+                               wq_h5_file *f, wq_ckpt *ck, float *w)
 {
     wq_status st = WQ_OK;
     const wq_st_tensor *t = p->tensors[i];
@@ -309,7 +354,6 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
         return st;
     }
     wq_qmatrix q = {0};
-    float *w = NULL;
     int hqq = cfg->algo == WQ_ALGO_HQQ && e->n_extra == 1;
     if (wq_ckpt_entry_done(ck, i)) {
         wq_ckpt_extra ex[WQ_CKPT_MAX_EXTRA];
@@ -317,9 +361,10 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
         st = wq_ckpt_load(ck, i, e->rows, e->cols, e->group_size_eff, e->spec.dtype, e->spec.bits,
                           &q, ex, &n_ex);
         wq_ckpt_extras_free(ex, n_ex);
+    } else if (streams(cfg, e)) {
+        st = rtn_streamed(m, p, i, w, &q);
+        if (st == WQ_OK) st = wq_ckpt_save(ck, i, &q, NULL, 0);
     } else {
-        w = wq_malloc((size_t)t->numel * sizeof(float));
-        if (!w) return WQ_ERR_NOMEM;
         st = wq_st_read_f32(m, t, w);
         if (st == WQ_OK && hqq)
             st = wq_algo_hqq_quantize(&e->spec, &cfg->ap, e->name, w, e->rows, e->cols, &q);
@@ -345,38 +390,45 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
         st = wq_h5_write_qlinear(f, i, &q);
     }
     wq_qmatrix_free(&q);
-    wq_free(w);
     return st;
 }
 
-/* Runs the rounds: in round k every rank processes its k-th item; rank 0 prints one progress line
- * per tensor. Collective. */
+/* Runs the rounds: in round k every rank processes its k-th item in the planned order (its k-th
+ * largest, so the ranks that meet after each round have done similar work); rank 0 prints one
+ * progress line per tensor. Collective. */
 static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model *m, const plan *p,
                             wq_h5_file *f, wq_ckpt *ck, int progress)
 {
     wq_status st = WQ_OK;
     int rank = wq_dist_rank(d), size = wq_dist_size(d);
-    int64_t mine = 0;
-    for (int64_t i = 0; i < p->n; i++) mine += p->owner[i] == rank;
+    int64_t mine = 0, most = 1; /* the f32 scratch this rank needs */
+    for (int64_t i = 0; i < p->n; i++) {
+        mine += p->owner[i] == rank;
+        if (p->owner[i] == rank && scratch_elems(cfg, p, i) > most) most = scratch_elems(cfg, p, i);
+    }
     int64_t n_rounds_items = 0;
     for (int64_t i = 0; i < p->n; i++) n_rounds_items += p->owner[i] >= 0;
     double rmax = (double)mine;
     WQ_TRY(wq_dist_allreduce_max_f64(d, &rmax, 1));
     int64_t rounds = (int64_t)rmax;
-    int64_t next = 0, done_count = 0;
+    int64_t pos = 0, done_count = 0; /* position in p->order */
     double *info = wq_malloc((size_t)size * 3 * sizeof(double));
-    if (!info) return WQ_ERR_NOMEM;
+    float *w = wq_malloc((size_t)most * sizeof(float));
+    if (!info || !w) st = WQ_ERR_NOMEM;
+    st = wq_dist_agree(d, st);
+    if (st != WQ_OK) rounds = 0;
     for (int64_t r = 0; r < rounds; r++) {
-        while (next < p->n && p->owner[next] != rank) next++;
+        while (pos < p->n && p->owner[p->order[pos]] != rank)
+            pos++;
         double mine_info[3] = {-1, 0, 0}; /* entry index, seconds, bytes */
-        if (next < p->n && st == WQ_OK) {
+        if (pos < p->n && st == WQ_OK) {
+            const int64_t next = p->order[pos++];
             double t0 = wq_cli_now();
             wq_dist_fault_point(d, "tensor", next);
-            st = process_entry(cfg, m, p, next, f, ck);
+            st = process_entry(cfg, m, p, next, f, ck, w);
             mine_info[0] = (double)next;
             mine_info[1] = wq_cli_now() - t0;
             mine_info[2] = (double)p->tensors[next]->nbytes;
-            next++;
         }
         st = wq_dist_agree(d, st);
         if (st != WQ_OK) break;
@@ -398,6 +450,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
         }
     }
     wq_free(info);
+    wq_free(w);
     return st;
 }
 

@@ -267,6 +267,14 @@ static void mem_take(wq_cost_mem *o, const char *phase, double acts, double weig
     }
 }
 
+/* RTN without use_mse_search reads and quantizes a layer in 64 Ki-element chunks (the driver's
+ * rtn_streamed): no whole-layer f32 copy. */
+#define WQ_COST_STREAM_ELEMS 65536.0
+static int rtn_streams(const wq_cost_job *j)
+{
+    return j->algo == WQ_COST_RTN && !j->mse_search;
+}
+
 /* One tensor through the rounds (RTN/HQQ quantize, or a raw copy). */
 static double item_mem(const wq_cost_job *j, int64_t rows, int64_t cols, int quantized,
                        int src_bytes)
@@ -274,7 +282,10 @@ static double item_mem(const wq_cost_job *j, int64_t rows, int64_t cols, int qua
     const double numel = (double)rows * (double)cols;
     if (!quantized) return numel * src_bytes;
     const double ng = (double)ngroups_of(cols, j);
-    double b = numel * 4.0 + numel + 8.0 * (double)rows * ng + numel * j->bits / 8.0;
+    const double f32 =
+        rtn_streams(j) ? fmin(numel, WQ_COST_STREAM_ELEMS) * 4.0 + 1048576.0 /* + bf16 scratch */
+                       : numel * 4.0;
+    double b = f32 + numel + 8.0 * (double)rows * ng + numel * j->bits / 8.0;
     if (j->algo == WQ_COST_HQQ) b += 3.0 * numel * 4.0; /* solver: W_q, W_r, error buffers */
     return b;
 }
@@ -377,15 +388,18 @@ static double item_seconds(const wq_cost_job *j, const wq_machine *m, double num
                  wbw = m->fs_write_bw / (sharing > 1 ? sharing : 1);
     const double rd = numel * src_bytes / rbw;
     if (!quantized) return rd + numel * src_bytes / wbw;
-    const double fresh = (numel * 4.0 + numel + numel * 0.5) / m->touch_bw; /* W, codes, packing */
+    /* freshly touched: codes and packing, and the whole-layer f32 W unless RTN streams it through
+     * the cache; that W also makes one pass to memory and back */
+    const double w32 = rtn_streams(j) ? 0.0 : numel * 4.0;
+    const double fresh = (w32 + numel + numel * 0.5) / m->touch_bw;
     double q = j->algo == WQ_COST_HQQ
                    ? numel / m->hqq_rate * (double)(j->hqq_iters > 0 ? j->hqq_iters : 20) / 20.0
                    : quant_s(j, m, numel);
-    return rd + fresh + numel * 4.0 / m->mem_bw + q + wq_cost_qlinear_bytes(rows, cols, j) / wbw;
+    return rd + fresh + w32 / m->mem_bw + q + wq_cost_qlinear_bytes(rows, cols, j) / wbw;
 }
 
-/* Tensor rounds: the same longest-processing-time assignment the driver uses, then round k takes
- * the slowest k-th item over the ranks. */
+/* Tensor rounds: the same longest-processing-time assignment and order the driver uses, then
+ * round k takes the slowest k-th item over the ranks. */
 static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, const wq_machine *m,
                                 int ranks, int ranks_per_node, double *out, int64_t *n_items)
 {
@@ -399,8 +413,9 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     double *sec = wq_calloc((size_t)n, sizeof *sec);
     int64_t *cost = wq_calloc((size_t)n, sizeof *cost);
     int *owner = wq_calloc((size_t)n, sizeof *owner);
+    int64_t *order = wq_calloc((size_t)n, sizeof *order);
     wq_status st = WQ_OK;
-    WQ_CHECK_GOTO(sec && cost && owner, st, WQ_ERR_NOMEM, done, "out of memory");
+    WQ_CHECK_GOTO(sec && cost && owner && order, st, WQ_ERR_NOMEM, done, "out of memory");
     int64_t k = 0;
     const double vd = (double)(s->vocab * s->d);
     sec[k++] = item_seconds(j, m, vd, s->vocab, s->d, 0, s->src_bytes, sharing);
@@ -424,7 +439,7 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     *n_items = 0;
     for (int64_t i = 0; i < n; i++)
         *n_items += cost[i] > 0;
-    WQ_TRY_GOTO(wq_dist_plan_items(cost, n, ranks, owner), st, done);
+    WQ_TRY_GOTO(wq_dist_plan_items(cost, n, ranks, owner, order), st, done);
     {
         /* round r: every rank's r-th item */
         double total = 0;
@@ -433,10 +448,10 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
         for (;;) {
             double worst = -1;
             for (int r = 0; r < ranks; r++) {
-                while (next[r] < n && (owner[next[r]] != r || cost[next[r]] < 0))
+                while (next[r] < n && (owner[order[next[r]]] != r || cost[order[next[r]]] < 0))
                     next[r]++;
                 if (next[r] < n) {
-                    worst = fmax(worst, sec[next[r]]);
+                    worst = fmax(worst, sec[order[next[r]]]);
                     next[r]++;
                 }
             }
@@ -450,6 +465,7 @@ done:
     wq_free(sec);
     wq_free(cost);
     wq_free(owner);
+    wq_free(order);
     return st;
 }
 

@@ -25,7 +25,7 @@ static int cmp_item_desc(const void *a, const void *b)
     return x->index < y->index ? -1 : (x->index > y->index);
 }
 
-wq_status wq_dist_plan_items(const int64_t *cost, int64_t n, int size, int *owner)
+wq_status wq_dist_plan_items(const int64_t *cost, int64_t n, int size, int *owner, int64_t *order)
 {
     if (n < 0 || size < 1) return WQ_ERR_ARG;
     if (n == 0) return WQ_OK;
@@ -44,6 +44,7 @@ wq_status wq_dist_plan_items(const int64_t *cost, int64_t n, int size, int *owne
             if (load[r] < load[best]) best = r;
         owner[it[i].index] = best;
         load[best] += it[i].cost;
+        if (order) order[i] = it[i].index;
     }
     wq_free(it);
     wq_free(load);

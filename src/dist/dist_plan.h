@@ -22,11 +22,14 @@ typedef struct {
  * WQ_ERR_ARG if size < 1, rank outside [0, size) or rows_total < 0. */
 wq_status wq_dist_plan_rows(int64_t rows_total, int size, int rank, wq_row_span *out);
 
-/* Assigns n items of the given costs (>= 0) to `size` ranks, longest-processing-time first: items in
- * decreasing cost (ties: lower index first) go to the least-loaded rank (ties: lower rank).
+/* Assigns n items of the given costs (>= 0) to `size` ranks, longest-processing-time first: items
+ * in decreasing cost (ties: lower index first) go to the least-loaded rank (ties: lower rank).
  * owner[n] receives the rank of each item. The makespan is at most 4/3 of the optimum + max item.
+ * order[n] (may be NULL) receives the item indices in that decreasing-cost order: a rank that works
+ * through its items in this order does its k-th largest item in round k, so ranks that meet after
+ * each item wait for one of similar cost rather than for the largest item of the round.
  * WQ_ERR_ARG on bad sizes, WQ_ERR_NOMEM. */
-wq_status wq_dist_plan_items(const int64_t *cost, int64_t n, int size, int *owner);
+wq_status wq_dist_plan_items(const int64_t *cost, int64_t n, int size, int *owner, int64_t *order);
 
 /* Splits n blocks with costs into P contiguous stages minimising the most expensive stage
  * (exact, by binary search over the bottleneck). first[P+1]: stage s owns blocks

@@ -594,7 +594,10 @@ static wq_status check_block(const wq_h5_file *f, const wq_h5_entry *e, int64_t 
             (long long)row0, (long long)(row0 + m->rows), s->npw);
     const int64_t n = m->rows * m->cols, nz = m->rows * s->ngroups;
     const unsigned maxc = (1u << e->spec.bits) - 1u;
+    uint8_t top = 0; /* a branch-free scan first; the position only when a code is out of range */
     for (int64_t i = 0; i < n; i++)
+        top = m->codes[i] > top ? m->codes[i] : top;
+    for (int64_t i = 0; top > maxc && i < n; i++)
         if (m->codes[i] > maxc)
             BAD(WQ_ERR_ARG, "code %u at [%lld][%lld] exceeds %u", m->codes[i],
                 (long long)(row0 + i / m->cols), (long long)(i % m->cols), maxc);
