@@ -34,12 +34,16 @@ static const struct {
     {                                                                                              \
 #name, offsetof(wq_machine, name), 0                                                       \
     }
-    F(gemm_flops),   F(dgemm_flops), F(fwd_flops),
-    F(chol_flops),   F(solve_flops), F(exact_rate),
-    F(quant_rate),   F(hqq_rate),    F(mem_bw),
-    F(touch_bw),     F(fs_read_bw),  F(fs_write_bw),
-    F(fs_node_bw),   F(net_bw),      F(net_lat),
-    F(base_rss),     F(startup),     {"cores_per_node", offsetof(wq_machine, cores_per_node), 1},
+    F(gemm_flops),   F(dgemm_flops),
+    F(fwd_flops),    F(chol_flops),
+    F(chol_elem_s),  F(solve_flops),
+    F(solve_col_s),  F(exact_rate),
+    F(quant_rate),   F(hqq_rate),
+    F(mem_bw),       F(touch_bw),
+    F(fs_read_bw),   F(fs_write_bw),
+    F(fs_node_bw),   F(net_bw),
+    F(net_lat),      F(base_rss),
+    F(startup),      {"cores_per_node", offsetof(wq_machine, cores_per_node), 1},
     F(mem_per_node),
 #undef F
 };
@@ -259,14 +263,11 @@ done:
 static wq_status measure_algos(wq_machine *m)
 {
     wq_status st = WQ_OK;
-    const int64_t rows = 512, cols = 1024, qr = 2048, qc = 4096;
-    float *w = wq_malloc((size_t)(qr * qc) * 4), *x = wq_malloc((size_t)(2048 * cols) * 4);
-    double *H = wq_malloc((size_t)(cols * cols) * 8), *H0 = wq_malloc((size_t)(cols * cols) * 8);
+    const int64_t qr = 2048, qc = 4096;
+    float *w = wq_malloc((size_t)(qr * qc) * 4);
     wq_qmatrix q = {0};
-    wq_gptq_ctx *ctx = NULL;
-    WQ_CHECK_GOTO(w && x && H && H0, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+    WQ_CHECK_GOTO(w, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
     fill(w, qr * qc, 3, 0.04f);
-    fill(x, 2048 * cols, 4, 2.0f);
     wq_qspec spec = wq_qspec_default();
     spec.bits = 4, spec.group_size = 128, spec.sym = true;
     double t;
@@ -284,38 +285,71 @@ static wq_status measure_algos(wq_machine *m)
     WQ_TRY_GOTO(st, st, done);
     m->hqq_rate = (double)(qr * qc / 4) / t * (double)cfg.ap.hqq_iters / 20.0;
     wq_qmatrix_free(&q);
-    /* GPTQ: a well-conditioned H = X^T X / n + I */
-    for (int64_t i = 0; i < cols * cols; i++)
-        H0[i] = 0;
-    for (int64_t t0 = 0; t0 < 256; t0++)
-        for (int64_t i = 0; i < cols; i++) {
-            double xi = x[t0 * cols + i];
-            for (int64_t j = i; j < cols; j++)
-                H0[i * cols + j] += xi * x[t0 * cols + j] / 256.0;
-        }
-    for (int64_t i = 0; i < cols; i++) {
-        H0[i * cols + i] += 1.0;
-        for (int64_t j = 0; j < i; j++)
-            H0[i * cols + j] = H0[j * cols + i];
-    }
-    wq_config_defaults(&cfg, WQ_ALGO_GPTQ);
-    TIME_IT(0.3, t,
-            (wq_algo_gptq_destroy(ctx), ctx = NULL, memcpy(H, H0, (size_t)(cols * cols) * 8),
-             st = wq_algo_gptq_prepare(H, cols, &spec, &cfg.ap, "calibrate", &ctx)));
-    WQ_TRY_GOTO(st, st, done);
-    m->chol_flops = 2.0 * (double)cols * cols * cols / 3.0 / t;
-    WQ_TRY_GOTO(wq_algo_gptq_qmatrix_init(ctx, rows, &q), st, done);
-    TIME_IT(0.3, t, st = wq_algo_gptq_solve_rows(ctx, w, 0, rows, rows, 0.0f, &q, NULL, NULL));
-    WQ_TRY_GOTO(st, st, done);
-    m->solve_flops = 2.0 * (double)rows * cols * cols / t;
 done:
+    wq_qmatrix_free(&q);
+    wq_free(w);
+    return st;
+}
+
+/* Seconds of GPTQ's preparation (tp) and of the solve of `rows` rows (ts) at n columns, on a
+ * well-conditioned H (diagonally dominant: the times do not depend on the values). */
+static wq_status time_gptq(int64_t n, int64_t rows, double *tp, double *ts)
+{
+    wq_status st = WQ_OK;
+    double *H = wq_malloc((size_t)(n * n) * 8), *H0 = wq_malloc((size_t)(n * n) * 8);
+    float *w = wq_malloc((size_t)(rows * n) * 4);
+    wq_qmatrix q = {0};
+    wq_gptq_ctx *ctx = NULL;
+    wq_config cfg;
+    wq_config_defaults(&cfg, WQ_ALGO_GPTQ);
+    WQ_CHECK_GOTO(H && H0 && w, st, WQ_ERR_NOMEM, done, "out of memory calibrating");
+    fill(w, rows * n, 5, 0.04f);
+    for (int64_t i = 0; i < n; i++) /* |off-diagonal| <= 0.25 / n: positive definite */
+        for (int64_t j = 0; j <= i; j++)
+            H0[i * n + j] = H0[j * n + i] =
+                i == j
+                    ? 1.0
+                    : 0.5 / (double)n * ((double)((i * 7919 + j * 104729) % 1000) / 1000.0 - 0.5);
+    wq_qspec spec = wq_qspec_default();
+    spec.bits = 4, spec.group_size = 128, spec.sym = true;
+    TIME_IT(0.3, *tp,
+            (wq_algo_gptq_destroy(ctx), ctx = NULL, memcpy(H, H0, (size_t)(n * n) * 8),
+             st = wq_algo_gptq_prepare(H, n, &spec, &cfg.ap, "calibrate", &ctx)));
+    WQ_TRY_GOTO(st, st, done);
+    WQ_TRY_GOTO(wq_algo_gptq_qmatrix_init(ctx, rows, &q), st, done);
+    TIME_IT(0.3, *ts, st = wq_algo_gptq_solve_rows(ctx, w, 0, rows, rows, 0.0f, &q, NULL, NULL));
+done:
+    wq_config_free(&cfg);
     wq_qmatrix_free(&q);
     wq_algo_gptq_destroy(ctx);
     wq_free(w);
-    wq_free(x);
     wq_free(H);
     wq_free(H0);
     return st;
+}
+
+/* GPTQ at n = 1024 and 4096: the rates rise with n (the n^2 parts, strided column passes, weigh
+ * less), so each time is fitted as a cubic (resp. quadratic) term at a flop rate plus a per-element
+ * term: prep(n) = (2 n^3 / 3) / chol_flops + n^2 chol_elem_s,
+ * solve(r, n) = 2 r n^2 / solve_flops + r n solve_col_s (docs/planning.md). */
+static wq_status measure_gptq(wq_machine *m)
+{
+    const int64_t n1 = 1024, n2 = 4096, rows = 512;
+    double p1, s1, p2, s2;
+    WQ_TRY(time_gptq(n1, rows, &p1, &s1));
+    WQ_TRY(time_gptq(n2, rows, &p2, &s2));
+    /* t / n^2 = A n + B through the two points; a negative B (noise) falls back to A alone */
+    double A = (p2 / ((double)n2 * n2) - p1 / ((double)n1 * n1)) / (double)(n2 - n1);
+    double B = p1 / ((double)n1 * n1) - A * (double)n1;
+    if (!(A > 0) || !(B > 0)) A = p2 / ((double)n2 * n2 * n2), B = 1e-15;
+    m->chol_flops = 2.0 / (3.0 * A);
+    m->chol_elem_s = B;
+    A = (s2 / ((double)rows * n2) - s1 / ((double)rows * n1)) / (double)(n2 - n1);
+    B = s1 / ((double)rows * n1) - A * (double)n1;
+    if (!(A > 0) || !(B > 0)) A = s2 / ((double)rows * n2 * n2), B = 1e-15;
+    m->solve_flops = 2.0 / A;
+    m->solve_col_s = B;
+    return WQ_OK;
 }
 
 /* One block forward at a mid-size width (d 1024, GQA 16/4 heads, F 2816, 256 tokens). */
@@ -383,18 +417,25 @@ static wq_status measure_fs(const char *dir, wq_machine *m)
     if (!buf) return WQ_ERR_NOMEM;
     memset(buf, 0x5a, chunk);
     wq_status st = WQ_OK;
-    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-    if (fd < 0) {
-        WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
-                     strerror(errno));
-        wq_free(buf);
-        return WQ_ERR_IO;
+    /* the fastest of three writes, like every other constant: the first write into memory the
+     * (virtual) machine has not touched lately can be 10x slower than the next ones */
+    m->fs_write_bw = 0;
+    for (int rep = 0; rep < 3 && st == WQ_OK; rep++) {
+        int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+        if (fd < 0) {
+            WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
+                         strerror(errno));
+            wq_free(buf);
+            return WQ_ERR_IO;
+        }
+        double t0 = wq_cli_now();
+        for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
+            if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
+        m->fs_write_bw = fmax(m->fs_write_bw, (double)n / (wq_cli_now() - t0));
+        close(fd);
     }
-    double t0 = wq_cli_now();
-    for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
-        if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-    m->fs_write_bw = (double)n / (wq_cli_now() - t0);
-    close(fd);
+    int fd;
+    double t0;
     /* read it back: the rate a process sees for a file in the page cache (what a model written or
      * read just before sees; on a cluster set fs_*_bw to the parallel file system's rates) */
     fd = open(path, O_RDONLY);
@@ -474,6 +515,7 @@ wq_status wq_cli_calibrate(wq_dist *d, const char *scratch_dir, wq_machine *m)
         st = measure_compute(m);
         if (st == WQ_OK) st = measure_forward(m);
         if (st == WQ_OK) st = measure_algos(m);
+        if (st == WQ_OK) st = measure_gptq(m);
         if (st == WQ_OK) st = measure_fs(scratch_dir, m);
     }
     WQ_TRY(wq_dist_agree(d, st));

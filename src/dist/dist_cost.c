@@ -188,9 +188,11 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
             o->flops_prep += 2.0 * c * c * c / 3.0;
             /* decode of the exact triangle, H and its inverse factor every rank builds */
             o->t_prep += 2.0 * c * c * c / 3.0 / blas_rate(m->chol_flops, threads) +
-                         c * c / 2.0 / m->exact_rate + 12.0 * c * c / m->touch_bw;
+                         c * c * m->chol_elem_s + c * c / 2.0 / m->exact_rate +
+                         12.0 * c * c / m->touch_bw;
             o->flops_solve += 2.0 * r * c * c;
-            o->t_solve += 2.0 * rl * c * c / blas_rate(m->solve_flops, threads);
+            o->t_solve +=
+                2.0 * rl * c * c / blas_rate(m->solve_flops, threads) + rl * c * m->solve_col_s;
             /* assembly: codes (1 B) + Q (4 B) + scales/zeros, then Q copied back into the block */
             const double asm_b = r * c * 5.0 + 8.0 * r * (double)ngroups_of(L[i].cols, j);
             if (D > 1) o->bytes_reduced += asm_b;
@@ -380,14 +382,15 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
 /* ---- the whole run -----------------------------------------------------------------------------
  */
 
-/* Seconds of one tensor in the rounds. */
+/* Seconds of one tensor in the rounds; *wbytes receives the bytes it writes. A rank writing alone
+ * gets the node's fs_write_bw: the node's share is the floor that rounds_seconds adds. */
 static double item_seconds(const wq_cost_job *j, const wq_machine *m, double numel, int64_t rows,
-                           int64_t cols, int quantized, int src_bytes, int sharing)
+                           int64_t cols, int quantized, int src_bytes, int sharing, double *wbytes)
 {
-    const double rbw = fs_rate(m, m->fs_read_bw, sharing),
-                 wbw = m->fs_write_bw / (sharing > 1 ? sharing : 1);
+    const double rbw = fs_rate(m, m->fs_read_bw, sharing), wbw = m->fs_write_bw;
     const double rd = numel * src_bytes / rbw;
-    if (!quantized) return rd + numel * src_bytes / wbw;
+    *wbytes = quantized ? wq_cost_qlinear_bytes(rows, cols, j) : numel * src_bytes;
+    if (!quantized) return rd + *wbytes / wbw;
     /* freshly touched: codes and packing, and the whole-layer f32 W unless RTN streams it through
      * the cache; that W also makes one pass to memory and back */
     const double w32 = rtn_streams(j) ? 0.0 : numel * 4.0;
@@ -395,7 +398,7 @@ static double item_seconds(const wq_cost_job *j, const wq_machine *m, double num
     double q = j->algo == WQ_COST_HQQ
                    ? numel / m->hqq_rate * (double)(j->hqq_iters > 0 ? j->hqq_iters : 20) / 20.0
                    : quant_s(j, m, numel);
-    return rd + fresh + w32 / m->mem_bw + q + wq_cost_qlinear_bytes(rows, cols, j) / wbw;
+    return rd + fresh + w32 / m->mem_bw + q + *wbytes / wbw;
 }
 
 /* Tensor rounds: the same longest-processing-time assignment and order the driver uses, then
@@ -414,26 +417,31 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     int64_t *cost = wq_calloc((size_t)n, sizeof *cost);
     int *owner = wq_calloc((size_t)n, sizeof *owner);
     int64_t *order = wq_calloc((size_t)n, sizeof *order);
+    double *wby = wq_calloc((size_t)n, sizeof *wby);
     wq_status st = WQ_OK;
-    WQ_CHECK_GOTO(sec && cost && owner && order, st, WQ_ERR_NOMEM, done, "out of memory");
-    int64_t k = 0;
+    WQ_CHECK_GOTO(sec && cost && owner && order && wby, st, WQ_ERR_NOMEM, done, "out of memory");
+    for (int64_t i = 0; i < n; i++)
+        sec[i] = -1.0; /* not in the rounds */
+    const int sb = s->src_bytes;
     const double vd = (double)(s->vocab * s->d);
-    sec[k++] = item_seconds(j, m, vd, s->vocab, s->d, 0, s->src_bytes, sharing);
-    sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
-    sec[k++] =
-        s->tied ? -1.0 /* no lm_head tensor */
-                : item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, s->src_bytes, sharing);
+    sec[0] = item_seconds(j, m, vd, s->vocab, s->d, 0, sb, sharing, &wby[0]);
+    sec[1] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing, &wby[1]);
+    if (!s->tied) /* else there is no lm_head tensor */
+        sec[2] = item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, sb, sharing, &wby[2]);
+    int64_t k = 3;
     for (int64_t b = 0; b < s->n_layers; b++) {
-        for (int i = 0; i < 2; i++)
-            sec[k++] = item_seconds(j, m, (double)s->d, 1, s->d, 0, s->src_bytes, sharing);
-        for (int i = 0; i < 7; i++)
-            sec[k++] = calibrated ? -1.0
-                                  : item_seconds(j, m, (double)(L[i].rows * L[i].cols), L[i].rows,
-                                                 L[i].cols, 1, s->src_bytes, sharing);
-        for (int i = 0; s->qkv_bias && i < 3; i++)
-            sec[k++] =
-                item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, s->src_bytes, sharing);
+        for (int i = 0; i < 2; i++, k++)
+            sec[k] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing, &wby[k]);
+        for (int i = 0; i < 7; i++, k++)
+            if (!calibrated)
+                sec[k] = item_seconds(j, m, (double)(L[i].rows * L[i].cols), L[i].rows, L[i].cols,
+                                      1, sb, sharing, &wby[k]);
+        for (int i = 0; s->qkv_bias && i < 3; i++, k++)
+            sec[k] = item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, sb, sharing, &wby[k]);
     }
+    double node_bytes = 0; /* what the ranks of one node write into the container */
+    for (int64_t i = 0; i < n; i++)
+        if (sec[i] >= 0) node_bytes += wby[i] * (double)sharing / (double)ranks;
     for (int64_t i = 0; i < n; i++)
         cost[i] = sec[i] < 0 ? -1 : (int64_t)(sec[i] * 1e9) + 1;
     *n_items = 0;
@@ -459,13 +467,15 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
             total += worst + (ranks > 1 ? 2.0 * m->net_lat * ceil(log2((double)ranks)) : 0.0);
         }
         wq_free(next);
-        *out = total;
+        /* the node's writes share fs_write_bw however the rounds fall */
+        *out = fmax(total, node_bytes / m->fs_write_bw);
     }
 done:
     wq_free(sec);
     wq_free(cost);
     wq_free(owner);
     wq_free(order);
+    wq_free(wby);
     return st;
 }
 

@@ -30,7 +30,9 @@ typedef struct {
     double dgemm_flops;  /* dgemm flop/s (the Hessian panels X^T X) */
     double fwd_flops;    /* transformer block forward flop/s (linears + attention, 2 flops/MAC) */
     double chol_flops;   /* GPTQ preparation flop/s, counted as 2 n^3 / 3 (dpotrf + strtri) */
+    double chol_elem_s;  /* + seconds per n^2 element of the preparation (0 = none) */
     double solve_flops;  /* GPTQ row solve flop/s, counted as 2 rows cols^2 */
+    double solve_col_s;  /* + seconds per row x column of the solve (0 = none) */
     double exact_rate;   /* values/s added into 128-bit exact accumulators */
     double quant_rate;   /* weights/s, RTN int4 quantize of an f32 matrix */
     double hqq_rate;     /* weights/s, HQQ with 20 solver iterations */
