@@ -6,7 +6,8 @@
 # Self-contained: it first measures this machine (`wquant plan --calibrate`) into WORK_DIR, then
 # synthesises the models (wquant synth), runs everything under $WQ_NICE (default: nice) and writes
 # WORK_DIR/plan_report.md. Needs ~6 GiB of disk and ~20 minutes on 2 cores (mostly GPTQ's
-# factorisations of the 14336-wide down_proj Hessians). WQ_REPORT_70B=0 skips the 70B-wide block.
+# factorisations of the 14336-wide down_proj Hessians). WQ_REPORT_70B=0 skips the 70B-wide block;
+# WQ_REPORT_ALGO=rtn runs the RTN rows only (~3 minutes).
 set -euo pipefail
 BUILD=${1:-build}
 WORK=${2:-/tmp/wq-plan-report}
@@ -39,6 +40,7 @@ EOF
 # name:blocks:algorithms ("gptq?": predicted only, e.g. where one block needs most of the machine)
 SHAPES=("Llama-3.2-1B:4:rtn gptq" "Llama-2-7B:2:rtn gptq" "Llama-3-8B:2:rtn gptq")
 if [[ ${WQ_REPORT_70B:-1} != 0 ]]; then SHAPES+=("Llama-3-70B:1:rtn gptq?"); fi
+if [[ ${WQ_REPORT_ALGO:-} == rtn ]]; then SHAPES=("${SHAPES[@]// gptq*/}"); fi # RTN rows only
 
 json_num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" <<<"$2" | head -1; }
 
@@ -110,7 +112,7 @@ NODE=$WORK/node_2x64.json
 sed -e 's/"cores_per_node":.*/"cores_per_node": 128,/' \
     -e 's/"mem_per_node":.*/"mem_per_node": 549755813888/' \
     -e 's/"fs_read_bw":.*/"fs_read_bw": 2e9,/' -e 's/"fs_node_bw":.*/"fs_node_bw": 1e10,/' \
-    -e 's/"fs_write_bw":.*/"fs_write_bw": 5e9,/' -e 's/"net_bw":.*/"net_bw": 2.5e10,/' \
+    -e 's/"fs_write_bw":.*/"fs_write_bw": 5e9,/' -e 's/"fs_sync_bw":.*/"fs_sync_bw": 5e9,/' -e 's/"net_bw":.*/"net_bw": 2.5e10,/' \
     -e 's/"net_lat":.*/"net_lat": 2e-06,/' "$MACHINE" > "$NODE"
 cat > "$WORK/gptq_full.json" <<'EOF'
 {"gptq": {"global": {"dtype": "int", "bits": 4, "group_size": 128, "use_sym": true}},

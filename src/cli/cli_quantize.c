@@ -426,6 +426,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
             double t0 = wq_cli_now();
             wq_dist_fault_point(d, "tensor", next);
             st = process_entry(cfg, m, p, next, f, ck, w);
+            wq_alloc_release_free(); /* freed pieces of this tensor's buffers stay out of the RSS */
             mine_info[0] = (double)next;
             mine_info[1] = wq_cli_now() - t0;
             mine_info[2] = (double)p->tensors[next]->nbytes;

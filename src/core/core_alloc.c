@@ -1,6 +1,9 @@
 /* core_alloc.c: allocator hooks (default: posix_memalign with 64-byte alignment). Layer: core. */
 #include "core/core_alloc.h"
 
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,4 +48,11 @@ char *wq_strdup(const char *s)
     char *d = wq_malloc(n);
     if (d) memcpy(d, s, n);
     return d;
+}
+
+void wq_alloc_release_free(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

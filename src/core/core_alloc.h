@@ -24,6 +24,9 @@ void *wq_malloc(size_t bytes);
 void *wq_calloc(size_t n, size_t size);
 /* Accepts NULL. */
 void wq_free(void *p);
+/* Returns the allocator's free memory to the system (glibc: malloc_trim; elsewhere a no-op). For
+ * loops over large, differently sized buffers whose freed pieces would otherwise stay resident. */
+void wq_alloc_release_free(void);
 /* Duplicates a NUL-terminated string (NULL on failure). */
 char *wq_strdup(const char *s);
 

@@ -35,6 +35,7 @@ void wq_cost_machine_defaults(wq_machine *m)
                       .fs_read_bw = 2e9,
                       .fs_write_bw = 1e9,
                       .fs_node_bw = 4e9,
+                      .fs_sync_bw = 1e9,
                       .net_bw = 5e9,
                       .net_lat = 5e-6,
                       .base_rss = 40.0 * 1048576.0,
@@ -467,8 +468,9 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
             total += worst + (ranks > 1 ? 2.0 * m->net_lat * ceil(log2((double)ranks)) : 0.0);
         }
         wq_free(next);
-        /* the node's writes share fs_write_bw however the rounds fall */
-        *out = fmax(total, node_bytes / m->fs_write_bw);
+        /* however the rounds fall, the node's writes reach the disk at fs_sync_bw before the
+         * container can be complete */
+        *out = fmax(total, node_bytes / m->fs_sync_bw);
     }
 done:
     wq_free(sec);

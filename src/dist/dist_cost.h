@@ -42,6 +42,8 @@ typedef struct {
     double fs_write_bw;  /* bytes/s, writing the container: one node, all its ranks together (writes
                             into one file serialise on the file, locally and per client) */
     double fs_node_bw;   /* bytes/s, reads of all ranks of a node together */
+    double fs_sync_bw;   /* bytes/s, the node's writes reaching stable storage (write + fsync): the
+                            container is fsync'ed before it is marked complete */
     double net_bw;       /* bytes/s, allreduce payload rate between ranks */
     double net_lat;      /* seconds per message */
     double base_rss;     /* bytes resident in an idle wquant rank (MPI, HDF5, BLAS, code) */
