@@ -4,8 +4,10 @@
  * gradient (the _f64 instantiation) is compared with (L(p + h) - L(p - h)) / 2h for EVERY element
  * of every input and weight, normwise: ||fd - an|| / ||an|| < 1e-6 (h = 1e-5: truncation ~h^2,
  * rounding ~1e-16/h, both far below). Shapes are small and random-ish, incl. GQA (4/2, 6/1), MHA,
- * ragged T (1, 3, 5, 7), odd widths, qkv biases. Then the _f32 instantiation against _f64 on the same
- * data (same formulas: agreement to fp32 rounding). */
+ * ragged T (1, 3, 5, 7), odd widths, qkv biases. Then the _f32 instantiation against _f64 on the
+ * same data (same formulas: agreement to fp32 rounding). The chain of n blocks (AutoRound n_blocks)
+ * is checked the same way for every weight of every block, and a chain of one is the block bit for
+ * bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -461,13 +463,208 @@ static void test_block_accumulates(void **state)
     blk_free(&c);
 }
 
+/* ---- chain of n blocks (AutoRound n_blocks) -------------------------------------------------- */
+#define CHAIN_MAX 3
+typedef struct {
+    int n;
+    blk_ctx b[CHAIN_MAX]; /* b[0] holds x, R, the RoPE tables and y */
+    void *act, *ws;
+} chain_ctx;
+
+static void chain_weights(const chain_ctx *c, wq_block_weights_f64 *w)
+{
+    for (int j = 0; j < c->n; j++)
+        w[j] = blk_w(&c->b[j]);
+}
+
+static double chain_loss(void *c_)
+{
+    chain_ctx *c = c_;
+    const blk_ctx *b = &c->b[0];
+    wq_block_weights_f64 w[CHAIN_MAX] = {{0}};
+    chain_weights(c, w);
+    wq_kern_bwd_chain_forward_f64(&b->cfg, w, c->n, b->x, b->y, b->B, b->T, b->cs, b->sn, c->act,
+                                  c->ws);
+    return dot(b->y, b->R, (size_t)(b->B * b->T * b->cfg.hidden_size));
+}
+
+/* Independent reference of the chain forward: the blocks one after the other through
+ * wq_kern_bwd_block_forward_f64 with a fresh buffer per step. */
+static void chain_reference(const chain_ctx *c, double *y)
+{
+    const blk_ctx *b = &c->b[0];
+    const size_t nx = (size_t)(b->B * b->T * b->cfg.hidden_size);
+    double *t = zeros(nx);
+    memcpy(y, b->x, nx * sizeof *y);
+    for (int j = 0; j < c->n; j++) {
+        const wq_block_weights_f64 w = blk_w(&c->b[j]);
+        wq_kern_bwd_block_forward_f64(&b->cfg, &w, y, t, b->B, b->T, b->cs, b->sn, b->act, b->ws);
+        memcpy(y, t, nx * sizeof *y);
+    }
+    free(t);
+}
+
+/* Gradients of every weight of every block and of x through a chain of n blocks vs central FD,
+ * and the f32 chain vs the f64 one. */
+static void check_chain(int n, int64_t B, int64_t T, int64_t d, int64_t H, int64_t Hk, int64_t D,
+                        int64_t F, bool bias, uint64_t seed)
+{
+    chain_ctx c = {.n = n};
+    for (int j = 0; j < n; j++)
+        blk_setup(&c.b[j], B, T, d, H, Hk, D, F, bias, seed + 1000 * (uint64_t)j);
+    const wq_model_cfg *cfg = &c.b[0].cfg;
+    c.act = malloc(wq_kern_bwd_chain_act_bytes(cfg, n, B, T, sizeof(double)));
+    c.ws = malloc(wq_kern_bwd_chain_workspace_bytes(cfg, B, T, sizeof(double)));
+    assert_non_null(c.act);
+    assert_non_null(c.ws);
+    const size_t nx = (size_t)(B * T * d);
+    /* the forward is the composition of the blocks */
+    double *yref = zeros(nx);
+    chain_reference(&c, yref);
+    chain_loss(&c);
+    for (size_t i = 0; i < nx; i++)
+        assert_true(c.b[0].y[i] == yref[i]);
+    double *g[CHAIN_MAX][P_COUNT] = {{0}};
+    wq_block_grads_f64 gr[CHAIN_MAX] = {{0}};
+    for (int j = 0; j < n; j++) {
+        for (int i = 0; i < P_COUNT; i++)
+            if (c.b[j].p[i]) g[j][i] = zeros(c.b[j].n[i]);
+        gr[j] = (wq_block_grads_f64){g[j][P_AN], g[j][P_WQ], g[j][P_WK], g[j][P_WV],
+                                     g[j][P_WO], g[j][P_BQ], g[j][P_BK], g[j][P_BV],
+                                     g[j][P_MN], g[j][P_WG], g[j][P_WU], g[j][P_WD]};
+    }
+    double *dx = zeros(nx);
+    wq_block_weights_f64 w[CHAIN_MAX] = {{0}};
+    chain_weights(&c, w);
+    wq_kern_bwd_chain_backward_f64(cfg, w, n, c.b[0].R, dx, gr, B, T, c.b[0].cs, c.b[0].sn, c.act,
+                                   c.ws);
+    CHECK("chain dx", chain_loss, &c, c.b[0].x, dx, nx);
+    static const char *names[P_COUNT] = {"attn_norm", "wq", "wk",       "wv",     "wo",   "bq",
+                                         "bk",        "bv", "mlp_norm", "w_gate", "w_up", "w_down"};
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < P_COUNT; i++)
+            if (c.b[j].p[i]) {
+                char name[64];
+                snprintf(name, sizeof name, "chain block %d %s", j, names[i]);
+                CHECK(name, chain_loss, &c, c.b[j].p[i], g[j][i], c.b[j].n[i]);
+            }
+
+    /* f32 chain on the same data (no dx: the first block's input gradient is skipped) */
+    float *f[CHAIN_MAX][P_COUNT] = {{0}}, *gf[CHAIN_MAX][P_COUNT] = {{0}};
+    wq_block_weights wf[CHAIN_MAX] = {{0}};
+    wq_block_grads grf[CHAIN_MAX] = {{0}};
+    for (int j = 0; j < n; j++) {
+        for (int i = 0; i < P_COUNT; i++) {
+            if (!c.b[j].p[i]) continue;
+            f[j][i] = malloc(c.b[j].n[i] * sizeof(float));
+            gf[j][i] = calloc(c.b[j].n[i], sizeof(float));
+            for (size_t k = 0; k < c.b[j].n[i]; k++)
+                f[j][i][k] = (float)c.b[j].p[i][k];
+        }
+        wf[j] = (wq_block_weights){f[j][P_AN], f[j][P_WQ], f[j][P_WK], f[j][P_WV],
+                                   f[j][P_WO], f[j][P_BQ], f[j][P_BK], f[j][P_BV],
+                                   f[j][P_MN], f[j][P_WG], f[j][P_WU], f[j][P_WD]};
+        grf[j] = (wq_block_grads){gf[j][P_AN], gf[j][P_WQ], gf[j][P_WK], gf[j][P_WV],
+                                  gf[j][P_WO], gf[j][P_BQ], gf[j][P_BK], gf[j][P_BV],
+                                  gf[j][P_MN], gf[j][P_WG], gf[j][P_WU], gf[j][P_WD]};
+    }
+    float *xf = malloc(nx * 4), *yf = malloc(nx * 4), *Rf = malloc(nx * 4);
+    float *csf = malloc((size_t)(T * D / 2) * 4), *snf = malloc((size_t)(T * D / 2) * 4);
+    for (size_t k = 0; k < nx; k++)
+        xf[k] = (float)c.b[0].x[k], Rf[k] = (float)c.b[0].R[k];
+    wq_kern_rope_tables_dim(D, 10000.0, T, csf, snf);
+    void *actf = malloc(wq_kern_bwd_chain_act_bytes(cfg, n, B, T, sizeof(float)));
+    void *wsf = malloc(wq_kern_bwd_chain_workspace_bytes(cfg, B, T, sizeof(float)));
+    wq_kern_bwd_chain_forward_f32(cfg, wf, n, xf, yf, B, T, csf, snf, actf, wsf);
+    wq_kern_bwd_chain_backward_f32(cfg, wf, n, Rf, NULL, grf, B, T, csf, snf, actf, wsf);
+    chain_loss(&c);
+    double e = 0, m = 0;
+    for (size_t k = 0; k < nx; k++)
+        e = fmax(e, fabs(yf[k] - c.b[0].y[k])), m = fmax(m, fabs(c.b[0].y[k]));
+    assert_true(e <= TOL_F32 * m);
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < P_COUNT; i++) {
+            if (!c.b[j].p[i]) continue;
+            e = m = 0;
+            for (size_t k = 0; k < c.b[j].n[i]; k++)
+                e = fmax(e, fabs(gf[j][i][k] - g[j][i][k])), m = fmax(m, fabs(g[j][i][k]));
+            if (!(e <= TOL_F32 * m))
+                print_error("f32 chain %d %s: %.3g of %.3g\n", j, names[i], e, m);
+            assert_true(e <= TOL_F32 * m);
+            free(f[j][i]), free(gf[j][i]), free(g[j][i]);
+        }
+    free(xf), free(yf), free(Rf), free(csf), free(snf), free(actf), free(wsf);
+    free(dx), free(yref), free(c.act), free(c.ws);
+    for (int j = 0; j < n; j++)
+        blk_free(&c.b[j]);
+}
+
+static void test_chain(void **state)
+{
+    (void)state;
+    check_chain(2, 2, 4, 8, 4, 2, 4, 10, false, 5000); /* two blocks, GQA 4/2, B = 2 */
+    check_chain(3, 1, 5, 6, 3, 1, 2, 5, true, 6000);   /* three blocks, qkv bias, odd widths */
+}
+
+/* A chain of one block is the block, bit for bit (f32: AutoRound n_blocks = 1 is unchanged). */
+static void test_chain_of_one(void **state)
+{
+    (void)state;
+    blk_ctx c;
+    blk_setup(&c, 1, 6, 8, 2, 1, 4, 6, false, 7000);
+    const wq_model_cfg *cfg = &c.cfg;
+    const int64_t T = c.T, d = 8, D = 4, nx = T * d;
+    float *p[P_COUNT] = {0}, *g1[P_COUNT] = {0}, *g2[P_COUNT] = {0};
+    for (int i = 0; i < P_COUNT; i++) {
+        if (!c.p[i]) continue;
+        p[i] = malloc(c.n[i] * 4), g1[i] = calloc(c.n[i], 4), g2[i] = calloc(c.n[i], 4);
+        for (size_t k = 0; k < c.n[i]; k++)
+            p[i][k] = (float)c.p[i][k];
+    }
+    const wq_block_weights w = {p[P_AN], p[P_WQ], p[P_WK], p[P_WV], p[P_WO], p[P_BQ],
+                                p[P_BK], p[P_BV], p[P_MN], p[P_WG], p[P_WU], p[P_WD]};
+    const wq_block_grads a = {g1[P_AN], g1[P_WQ], g1[P_WK], g1[P_WV], g1[P_WO], g1[P_BQ],
+                              g1[P_BK], g1[P_BV], g1[P_MN], g1[P_WG], g1[P_WU], g1[P_WD]};
+    const wq_block_grads b = {g2[P_AN], g2[P_WQ], g2[P_WK], g2[P_WV], g2[P_WO], g2[P_BQ],
+                              g2[P_BK], g2[P_BV], g2[P_MN], g2[P_WG], g2[P_WU], g2[P_WD]};
+    float *x = malloc((size_t)nx * 4), *R = malloc((size_t)nx * 4), *y1 = malloc((size_t)nx * 4),
+          *y2 = malloc((size_t)nx * 4), *dx1 = malloc((size_t)nx * 4),
+          *dx2 = malloc((size_t)nx * 4), *cs = malloc((size_t)(T * D / 2) * 4),
+          *sn = malloc((size_t)(T * D / 2) * 4);
+    for (int64_t k = 0; k < nx; k++)
+        x[k] = (float)c.x[k], R[k] = (float)c.R[k];
+    wq_kern_rope_tables_dim(D, 10000.0, T, cs, sn);
+    void *act = malloc(wq_kern_bwd_chain_act_bytes(cfg, 1, 1, T, 4));
+    void *ws = malloc(wq_kern_bwd_chain_workspace_bytes(cfg, 1, T, 4));
+    wq_kern_bwd_block_forward_f32(cfg, &w, x, y1, 1, T, cs, sn, act, ws);
+    wq_kern_bwd_block_backward_f32(cfg, &w, R, dx1, &a, 1, T, cs, sn, act, ws);
+    wq_kern_bwd_chain_forward_f32(cfg, &w, 1, x, y2, 1, T, cs, sn, act, ws);
+    wq_kern_bwd_chain_backward_f32(cfg, &w, 1, R, dx2, &b, 1, T, cs, sn, act, ws);
+    assert_memory_equal(y1, y2, (size_t)nx * 4);
+    assert_memory_equal(dx1, dx2, (size_t)nx * 4);
+    for (int i = 0; i < P_COUNT; i++)
+        if (c.p[i]) {
+            assert_memory_equal(g1[i], g2[i], c.n[i] * 4);
+            free(p[i]), free(g1[i]), free(g2[i]);
+        }
+    free(x), free(R), free(y1), free(y2), free(dx1), free(dx2), free(cs), free(sn), free(act),
+        free(ws);
+    blk_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),          cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_rope),            cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_swiglu),          cmocka_unit_test(test_block_gqa),
-        cmocka_unit_test(test_block_ragged_bias), cmocka_unit_test(test_block_accumulates),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_block_gqa),
+        cmocka_unit_test(test_block_ragged_bias),
+        cmocka_unit_test(test_block_accumulates),
+        cmocka_unit_test(test_chain),
+        cmocka_unit_test(test_chain_of_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

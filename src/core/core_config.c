@@ -546,12 +546,6 @@ static wq_status validate_from(const wq_config *cfg, const char *origin)
         snprintf(where, sizeof where, "%s: \"local\" entry \"%s\"", origin, cfg->rules[i].pattern);
         WQ_TRY(validate_spec(&cfg->rules[i].spec, where));
     }
-    if (cfg->algo == WQ_ALGO_AUTOROUND && cfg->ap.n_blocks > 1) {
-        WQ_LOG_ERROR("%s: key 'n_blocks' = %lld: joint tuning of consecutive blocks is not "
-                     "implemented (use 1)",
-                     origin, (long long)cfg->ap.n_blocks);
-        return WQ_ERR_ARG;
-    }
     if (cfg->algo == WQ_ALGO_GPTQ && cfg->ap.act_order && cfg->ap.hybrid_order) {
         WQ_LOG_ERROR("%s: keys 'act_order' and 'hybrid_order' are mutually exclusive", origin);
         return WQ_ERR_ARG;

@@ -30,6 +30,18 @@ size_t wq_kern_bwd_block_workspace_bytes(const wq_model_cfg *cfg, int64_t B, int
     return n * elem;
 }
 
+size_t wq_kern_bwd_chain_act_bytes(const wq_model_cfg *cfg, int n, int64_t B, int64_t T,
+                                   size_t elem)
+{
+    return (size_t)n * wq_kern_bwd_block_act_bytes(cfg, B, T, elem);
+}
+
+size_t wq_kern_bwd_chain_workspace_bytes(const wq_model_cfg *cfg, int64_t B, int64_t T, size_t elem)
+{
+    return wq_kern_bwd_block_workspace_bytes(cfg, B, T, elem) +
+           2 * kl_pad(B * T * cfg->hidden_size) * elem;
+}
+
 void wq_kern_bwd_rope_tables_f64(int64_t head_dim, double theta, int64_t T, double *cos_,
                                  double *sin_)
 {

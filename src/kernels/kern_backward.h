@@ -167,6 +167,36 @@ void wq_kern_bwd_block_backward_f64(const wq_model_cfg *cfg, const wq_block_weig
                                     int64_t B, int64_t T, const double *rope_cos,
                                     const double *rope_sin, const void *act, void *workspace);
 
+/* ---- a chain of n consecutive blocks (AutoRound's joint tuning, numerics.md §8.4) ------------ */
+
+/* The chain y = block_{n-1}(... block_0(x)) of B sequences, built from the block functions above
+ * (n = 1 is exactly one wq_kern_bwd_block_forward / _backward call, bit for bit). act: n slots of
+ * wq_kern_bwd_block_act_bytes(cfg, B, T, elem) bytes each, back to back (chain_act_bytes); slot j
+ * receives block j's stored activations. The chain backward needs two [B*T][d] gradient buffers on
+ * top of the block backward's workspace (chain_workspace_bytes; the forward uses the same
+ * workspace). w [n]: the blocks' weights; grads [n] (NULL, or any element's members NULL: skipped).
+ * dx may be NULL; every other convention is the block's (grads accumulate, dx is overwritten). */
+size_t wq_kern_bwd_chain_act_bytes(const wq_model_cfg *cfg, int n, int64_t B, int64_t T,
+                                   size_t elem);
+size_t wq_kern_bwd_chain_workspace_bytes(const wq_model_cfg *cfg, int64_t B, int64_t T,
+                                         size_t elem);
+void wq_kern_bwd_chain_forward_f32(const wq_model_cfg *cfg, const wq_block_weights *w, int n,
+                                   const float *x, float *y, int64_t B, int64_t T,
+                                   const float *rope_cos, const float *rope_sin, void *act,
+                                   void *workspace);
+void wq_kern_bwd_chain_forward_f64(const wq_model_cfg *cfg, const wq_block_weights_f64 *w, int n,
+                                   const double *x, double *y, int64_t B, int64_t T,
+                                   const double *rope_cos, const double *rope_sin, void *act,
+                                   void *workspace);
+void wq_kern_bwd_chain_backward_f32(const wq_model_cfg *cfg, const wq_block_weights *w, int n,
+                                    const float *dy, float *dx, const wq_block_grads *grads,
+                                    int64_t B, int64_t T, const float *rope_cos,
+                                    const float *rope_sin, const void *act, void *workspace);
+void wq_kern_bwd_chain_backward_f64(const wq_model_cfg *cfg, const wq_block_weights_f64 *w, int n,
+                                    const double *dy, double *dx, const wq_block_grads_f64 *grads,
+                                    int64_t B, int64_t T, const double *rope_cos,
+                                    const double *rope_sin, const void *act, void *workspace);
+
 #ifdef __cplusplus
 }
 #endif

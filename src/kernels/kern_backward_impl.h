@@ -321,6 +321,43 @@ void KB_FN(wq_kern_bwd_block_backward)(const wq_model_cfg *cfg, const KB_W *w, c
 }
 #undef KB_TAKE
 
+/* ---- chain of n blocks ----------------------------------------------------------------------- */
+
+void KB_FN(wq_kern_bwd_chain_forward)(const wq_model_cfg *cfg, const KB_W *w, int n,
+                                      const KB_REAL *x, KB_REAL *y, int64_t B, int64_t T,
+                                      const KB_REAL *rope_cos, const KB_REAL *rope_sin, void *act,
+                                      void *workspace)
+{
+    WQ_KERN_ASSERT(n >= 1 && w && act);
+    const size_t slot = wq_kern_bwd_block_act_bytes(cfg, B, T, sizeof(KB_REAL));
+    /* block j reads y in place (the block copies its input first) */
+    for (int j = 0; j < n; j++)
+        KB_FN(wq_kern_bwd_block_forward)
+        (cfg, &w[j], j == 0 ? x : y, y, B, T, rope_cos, rope_sin, (char *)act + (size_t)j * slot,
+         workspace);
+}
+
+void KB_FN(wq_kern_bwd_chain_backward)(const wq_model_cfg *cfg, const KB_W *w, int n,
+                                       const KB_REAL *dy, KB_REAL *dx, const KB_G *grads, int64_t B,
+                                       int64_t T, const KB_REAL *rope_cos, const KB_REAL *rope_sin,
+                                       const void *act, void *workspace)
+{
+    WQ_KERN_ASSERT(n >= 1 && w && dy && act && workspace);
+    const size_t slot = wq_kern_bwd_block_act_bytes(cfg, B, T, sizeof(KB_REAL));
+    const size_t wsb = wq_kern_bwd_block_workspace_bytes(cfg, B, T, sizeof(KB_REAL));
+    /* the two gradient buffers of dL/d(output of block j-1), after the block's workspace */
+    KB_REAL *buf[2] = {(KB_REAL *)((char *)workspace + wsb), NULL};
+    buf[1] = buf[0] + kl_pad(B * T * cfg->hidden_size);
+    const KB_REAL *g_out = dy;
+    for (int j = n - 1; j >= 0; j--) {
+        KB_REAL *g_in = j == 0 ? dx : buf[j & 1];
+        KB_FN(wq_kern_bwd_block_backward)
+        (cfg, &w[j], g_out, g_in, grads ? &grads[j] : NULL, B, T, rope_cos, rope_sin,
+         (const char *)act + (size_t)j * slot, workspace);
+        g_out = g_in;
+    }
+}
+
 #undef KB_FN
 #undef KB_CAT
 #undef KB_CAT2
