@@ -3,6 +3,10 @@
 # calibration = stories 0..399 of TinyStories-val, 128 windows of 256 tokens, seed 42; evaluation =
 # TinyStories stories 400..499 (assets/README.md protocol). Prints one line per setting.
 # Usage: scripts/teq_table.sh [train_steps] [train_lr] [np]     (defaults 1000 0.001 1, INC's)
+# TEQ_EXTRA adds keys to the teq section, e.g. TEQ_EXTRA='"snapshot_every": 0' (INC's trainer: the
+# last alpha) or '"train_batch_size": 32'; SETTINGS picks settings (default "4:true 3:true 4:false
+# 3:false", bits:use_sym). Each TEQ run's log (per-step losses, full calibration losses, the kept
+# step) goes to $OUT/teq-<setting>.log.
 # Measured tables (e.g. 50 0.001 2): docs/algorithms.md, TEQ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,20 +23,21 @@ ppl() {
   "$W" eval --model "$M" --quantized "$1" --text assets/text/tinystories-val-500.txt \
     --protocol stories --range 400:500 --json | sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p'
 }
-for setting in 4:true 3:true 4:false 3:false; do
+for setting in ${SETTINGS:-4:true 3:true 4:false 3:false}; do
   IFS=: read -r bits sym <<< "$setting"
   name="w${bits}g32-$([[ $sym == true ]] && echo sym || echo asym)"
   for algo in rtn teq; do
     cfg="$OUT/$algo-$name.json"
     extra=""
-    [[ $algo == teq ]] && extra=", \"train_steps\": $STEPS, \"train_lr\": $LR"
+    [[ $algo == teq ]] && extra=", \"train_steps\": $STEPS, \"train_lr\": $LR${TEQ_EXTRA:+, $TEQ_EXTRA}"
     cat > "$cfg" <<J
 {"$algo": {"global": {"dtype": "int", "bits": $bits, "group_size": 32, "use_sym": $sym$extra}},
  "calibration": {"text": "assets/text/tinystories-val-500.txt", "format": "stories",
                  "range": [0, 400], "n_samples": 128, "seqlen": 256, "seed": 42}}
 J
     start=$(date +%s)
-    mpiexec -n "$NP" "$W" quantize --model "$M" --config "$cfg" --out "$OUT/$algo-$name.h5" --quiet 2>/dev/null
+    mpiexec -n "$NP" "$W" quantize --model "$M" --config "$cfg" --out "$OUT/$algo-$name.h5" \
+      > "$OUT/$algo-$name.log" 2>&1
     echo "$name $algo ppl $(ppl "$OUT/$algo-$name.h5") ($(( $(date +%s) - start )) s)"
   done
 done

@@ -1,8 +1,9 @@
 /* test_algo_teq.c: TEQ pieces against numerics.md 6 and hand computations: the effective weight
  * Q(W a') / a' (hand-quantized case, clamp at 1e-5), the straight-through alpha gradient, the
  * training forward equal to the forward of the converted (absorbed, quantized) block, Adam steps
- * computed by hand, the linear warm-up schedule, the dataloader batches, and the model backward
- * (alpha gradient) against finite differences of the loss. */
+ * computed by hand, the linear warm-up schedule, the dataloader batches, the model backward
+ * (alpha gradient) against finite differences of the loss, the forward-only loss bitwise equal to
+ * the training loss, and the best-snapshot rule on a hand-made loss sequence. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,10 @@ static void seq_grad_should_match_finite_differences_of_the_loss(void **state)
             fd[2 * i + k] = (np - nm) / (2 * h);
             free(v), free(keep);
         }
+    /* the forward-only loss (the snapshot rule's) is bitwise the training loss */
+    double nll_fwd = 0;
+    assert_int_equal(wq_algo_teq_seq_nll(&net, ids, T, cs, sn, work, &nll_fwd), WQ_OK);
+    assert_true(nll_fwd == nll);
     double num = 0, den = 0;
     for (int i = 0; i < 2 * NL; i++)
         num += (got[i] - fd[i]) * (got[i] - fd[i]), den += fd[i] * fd[i];
@@ -310,6 +315,35 @@ static void seq_grad_should_match_finite_differences_of_the_loss(void **state)
     free(alpha), free(g), free(scratch);
 }
 
+/* Best-snapshot rule on a hand-made sequence of full-calibration losses: evaluated at step 0
+ * (alpha = 1), every 10 steps and at the last step (35); the strictly smallest finite loss wins,
+ * the earliest among equal ones; when training only hurts, step 0 (RTN) is kept. */
+static void snapshot_should_keep_the_earliest_strictly_best_finite_loss(void **state)
+{
+    (void)state;
+    const int64_t due[] = {0, 10, 20, 30, 35};
+    for (int64_t k = 0; k <= 35; k++) {
+        int want = 0;
+        for (int i = 0; i < 5; i++)
+            want |= k == due[i];
+        assert_int_equal(wq_algo_teq_snapshot_due(k, 10, 35), want);
+    }
+    assert_int_equal(wq_algo_teq_snapshot_due(7, 1, 35), 1);
+    const double loss[] = {3.0, 3.1, 2.9, 2.9, NAN}; /* at the due steps */
+    const int taken[] = {1, 0, 1, 0, 0};
+    wq_teq_best b;
+    wq_algo_teq_best_init(&b);
+    assert_true(b.step == -1 && isinf(b.loss));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(wq_algo_teq_best_offer(&b, loss[i], due[i]), taken[i]);
+    assert_true(b.step == 20 && b.loss == 2.9);
+    const double worse[] = {4.25, 4.2501, INFINITY, 4.3};
+    wq_algo_teq_best_init(&b);
+    for (int i = 0; i < 4; i++)
+        wq_algo_teq_best_offer(&b, worse[i], 10 * i);
+    assert_true(b.step == 0 && b.loss == 4.25);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +354,7 @@ int main(void)
         cmocka_unit_test(schedule_should_warm_up_then_decay),
         cmocka_unit_test(batches_should_cycle_like_an_unshuffled_dataloader),
         cmocka_unit_test(seq_grad_should_match_finite_differences_of_the_loss),
+        cmocka_unit_test(snapshot_should_keep_the_earliest_strictly_best_finite_loss),
     };
     return cmocka_run_group_tests_name("algo_teq", tests, NULL, NULL);
 }

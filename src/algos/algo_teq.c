@@ -231,3 +231,41 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
     }
     return WQ_OK;
 }
+
+wq_status wq_algo_teq_seq_nll(const wq_teq_net *net, const int32_t *ids, int64_t T,
+                              const float *rope_cos, const float *rope_sin, wq_teq_work *work,
+                              double *nll)
+{
+    const wq_model_cfg *mc = net->mc;
+    const int64_t d = mc->hidden_size, L = mc->n_layers;
+    if (T > work->Tmax) return WQ_ERR_ARG;
+    wq_kern_embed(net->embed, ids, T, d, work->xs);
+    for (int64_t b = 0; b < L; b++)
+        wq_kern_bwd_block_forward_f32(mc, &net->blocks[b], work->xs + b * T * d,
+                                      work->xs + (b + 1) * T * d, 1, T, rope_cos, rope_sin,
+                                      work->act, work->bwd_ws);
+    /* the head's loss is bitwise wq_kern_head_nll_backward's (kern_loss.h); its workspace is the
+     * larger one */
+    *nll = wq_kern_head_nll(mc, net->final_norm, net->lm_head, work->xs + L * T * d, T, ids + 1,
+                            work->head_ws, NULL, NULL);
+    return WQ_OK;
+}
+
+void wq_algo_teq_best_init(wq_teq_best *b)
+{
+    b->loss = INFINITY;
+    b->step = -1;
+}
+
+int wq_algo_teq_best_offer(wq_teq_best *b, double loss, int64_t step)
+{
+    if (!isfinite(loss) || !(loss < b->loss)) return 0;
+    b->loss = loss;
+    b->step = step;
+    return 1;
+}
+
+int wq_algo_teq_snapshot_due(int64_t taken, int64_t every, int64_t total)
+{
+    return taken == 0 || taken == total || (every >= 1 && taken % every == 0);
+}

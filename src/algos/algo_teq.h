@@ -109,6 +109,29 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
                                const float *rope_cos, const float *rope_sin, double scale,
                                wq_teq_work *work, double *dalpha, double *nll);
 
+/* Forward only: *nll = the unscaled next-token NLL sum of one sequence, bitwise the *nll that
+ * wq_algo_teq_seq_grad returns for the same net and ids (same block forward, same head).
+ * WQ_ERR_ARG when T > the work's Tmax. */
+wq_status wq_algo_teq_seq_nll(const wq_teq_net *net, const int32_t *ids, int64_t T,
+                              const float *rope_cos, const float *rope_sin, wq_teq_work *work,
+                              double *nll);
+
+/* Best-snapshot rule (wquant's addition to INC's trainer, `snapshot_every`, docs/algorithms.md):
+ * the full-calibration loss is evaluated before the first optimizer step (alpha = 1, i.e. RTN)
+ * and after every `every`-th optimizer step and the last one; the alpha with the smallest loss is
+ * kept (strictly smaller replaces, so among equal losses the earliest wins, alpha = 1 first). */
+typedef struct {
+    double loss;  /* best loss so far (+inf before the first offer) */
+    int64_t step; /* optimizer steps taken when it was measured; -1 before the first offer */
+} wq_teq_best;
+void wq_algo_teq_best_init(wq_teq_best *b);
+/* Offers the loss measured after `step` optimizer steps: returns 1 (and records it) when it is
+ * finite and strictly below the best so far, else 0. */
+int wq_algo_teq_best_offer(wq_teq_best *b, double loss, int64_t step);
+/* 1 when the loss is to be evaluated after `taken` optimizer steps out of `total`: taken == 0,
+ * taken % every == 0, or taken == total (every >= 1). */
+int wq_algo_teq_snapshot_due(int64_t taken, int64_t every, int64_t total);
+
 #ifdef __cplusplus
 }
 #endif

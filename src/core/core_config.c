@@ -70,6 +70,7 @@ static const key_desc k_algo_keys[] = {
     {"warmup_ratio", K_DOUBLE, AP(teq_warmup), 0, 1, 0, A(TEQ), NULL},
     {"train_batch_size", K_INT, AP(teq_batch_size), 1, 1 << 30, 0, A(TEQ), NULL},
     {"gradient_accumulation_steps", K_INT, AP(teq_grad_accum), 1, 1 << 30, 0, A(TEQ), NULL},
+    {"snapshot_every", K_INT, AP(teq_snapshot_every), 0, 1 << 30, 0, A(TEQ), NULL},
     {"quant_zero", K_BOOL, AP(quant_zero), 0, 1, 0, A(HQQ), NULL},
     {"quant_scale", K_BOOL, AP(quant_scale), 0, 1, 0, A(HQQ), NULL},
     {"scale_quant_group_size", K_INT, AP(scale_quant_group_size), 1, 1 << 30, 0, A(HQQ), NULL},
@@ -112,6 +113,7 @@ void wq_config_defaults(wq_config *cfg, wq_algo algo)
     ap->teq_warmup = 0.05;
     ap->teq_batch_size = 8;
     ap->teq_grad_accum = 1;
+    ap->teq_snapshot_every = 10;
     ap->quant_zero = true;
     ap->scale_quant_group_size = 128;
     ap->hqq_iters = 20;
