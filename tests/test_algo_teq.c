@@ -344,6 +344,65 @@ static void snapshot_should_keep_the_earliest_strictly_best_finite_loss(void **s
     assert_true(b.step == 0 && b.loss == 4.25);
 }
 
+/* Reference for the exact gradient: Weff(a) = (q - z) * scale(a) / a with the codes q and zero
+ * z held at those of the base alpha, scale(a) recomputed from the group's max / min (numerics 1.2)
+ * in double; L(a) = sum G * Weff(a); central differences in double. */
+static double held_codes_loss(const wq_qspec *sp, const float *G, const float *W, int rows,
+                              int cols, int gs, const double *a, const double *a0)
+{
+    const double maxq =
+        sp->sym ? (double)((1 << (sp->bits - 1)) - 1) : (double)((1 << sp->bits) - 1);
+    double L = 0;
+    for (int o = 0; o < rows; o++)
+        for (int c0 = 0; c0 < cols; c0 += gs) {
+            double s = 0, s0 = 0, lo = 0, hi = 0, lo0 = 0, hi0 = 0;
+            for (int c = c0; c < c0 + gs; c++) {
+                const double x = W[o * cols + c] * a[c], x0 = W[o * cols + c] * a0[c];
+                hi = fmax(hi, x), lo = fmin(lo, x), hi0 = fmax(hi0, x0), lo0 = fmin(lo0, x0);
+            }
+            s = sp->sym ? fmax(hi, -lo) / maxq : (hi - lo) / maxq;
+            s0 = sp->sym ? fmax(hi0, -lo0) / maxq : (hi0 - lo0) / maxq;
+            const double z = sp->sym ? 0 : nearbyint(-lo0 / s0);
+            for (int c = c0; c < c0 + gs; c++) {
+                double q = nearbyint(W[o * cols + c] * a0[c] / s0) + z;
+                q = sp->sym ? fmin(fmax(q, -maxq - 1), maxq) : fmin(fmax(q, 0), maxq);
+                L += G[o * cols + c] * (q - z) * s / a[c];
+            }
+        }
+    return L;
+}
+
+static void exact_grad_should_match_differences_with_the_codes_held(void **state)
+{
+    (void)state;
+    enum { R = 3, C = 8, GS = 4 };
+    float W[R * C], G[R * C], Weff[R * C], alpha[C];
+    wq_test_fill_normal(W, R * C, 0.5f, 90);
+    wq_test_fill_normal(G, R * C, 1.0f, 91);
+    wq_test_fill_uniform(alpha, C, 0.7f, 1.4f, 92);
+    for (int sym = 0; sym < 2; sym++) {
+        wq_qspec sp = wq_qspec_default();
+        sp.bits = 3, sp.group_size = GS, sp.sym = sym;
+        assert_int_equal(wq_algo_teq_weff(&sp, W, R, C, alpha, Weff), WQ_OK);
+        double g[C] = {0}, a0[C], a[C];
+        wq_algo_teq_alpha_grad_exact(&sp, G, W, Weff, R, C, alpha, g);
+        for (int c = 0; c < C; c++)
+            a0[c] = alpha[c];
+        for (int c = 0; c < C; c++) {
+            const double h = 1e-6;
+            memcpy(a, a0, sizeof a);
+            a[c] = a0[c] + h;
+            const double lp = held_codes_loss(&sp, G, W, R, C, GS, a, a0);
+            a[c] = a0[c] - h;
+            const double lm = held_codes_loss(&sp, G, W, R, C, GS, a, a0);
+            const double fd = (lp - lm) / (2 * h);
+            print_message("%s c %d: exact %.6f, held-codes difference %.6f\n", sym ? "sym" : "asym",
+                          c, g[c], fd);
+            assert_true(fabs(g[c] - fd) < 1e-4 * (1 + fabs(fd)));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +414,7 @@ int main(void)
         cmocka_unit_test(batches_should_cycle_like_an_unshuffled_dataloader),
         cmocka_unit_test(seq_grad_should_match_finite_differences_of_the_loss),
         cmocka_unit_test(snapshot_should_keep_the_earliest_strictly_best_finite_loss),
+        cmocka_unit_test(exact_grad_should_match_differences_with_the_codes_held),
     };
     return cmocka_run_group_tests_name("algo_teq", tests, NULL, NULL);
 }

@@ -1,8 +1,9 @@
 /* test_e2e_teq.c: TEQ end to end on stories260K with a few training steps: bit-identical
  * containers for np = 1, 2, 4 (data-parallel training with exact gradient reduction), the trained
  * scales folded into the norms (folding=true: no extras, norms changed) or stored as input scales
- * on every linear (folding=false), the best-snapshot rule keeping alpha = 1 (the RTN tensors) when
- * training only hurts, and bad input (negative steps, lr <= 0, non-finite loss) failing
+ * on every linear (folding=false, with INC's straight-through gradient), the best-snapshot rule
+ * (with restore_best) keeping alpha = 1 (the RTN tensors) when training only hurts, and bad input
+ * (negative steps, lr <= 0, non-finite loss, exact_gradient with full range) failing
  * with a message naming the cause and no container left behind. */
 #include <math.h>
 #include <stdio.h>
@@ -91,14 +92,14 @@ static void teq_should_be_identical_for_any_rank_count(void **state)
 }
 
 /* With an absurd learning rate every trained alpha is worse than alpha = 1 on the full calibration
- * loss, so the snapshot rule keeps alpha = 1: every tensor equals the train_steps = 0 (RTN)
- * container's; the log names the kept step. */
+ * loss, so the snapshot rule keeps alpha = 1 (restore_best: every step restarts from it): every
+ * tensor equals the train_steps = 0 (RTN) container's; the log names the kept step. */
 static void snapshot_should_keep_rtn_when_training_only_hurts(void **state)
 {
     (void)state;
     char cfg[400], *log;
     snprintf(cfg, sizeof cfg, "%s/hurt.json", g_dir);
-    write_cfg(cfg, ", \"train_lr\": 5, \"snapshot_every\": 1", 5);
+    write_cfg(cfg, ", \"train_lr\": 5, \"snapshot_every\": 1, \"restore_best\": true", 5);
     int rc =
         wq_e2e_run(2, &log, "quantize --model %s --config %s --out %s/hurt.h5", MODEL, cfg, g_dir);
     if (rc || !strstr(log, "kept the scales of optimizer step 0 of 2")) print_error("%s\n", log);
@@ -113,7 +114,7 @@ static void no_folding_should_store_input_scales_on_every_linear(void **state)
     (void)state;
     char cfg[400], *log;
     snprintf(cfg, sizeof cfg, "%s/nofold.json", g_dir);
-    write_cfg(cfg, ", \"folding\": false, \"train_lr\": 0.01", 4);
+    write_cfg(cfg, ", \"folding\": false, \"train_lr\": 0.01, \"exact_gradient\": false", 4);
     int rc = wq_e2e_run(2, &log, "quantize --model %s --config %s --out %s/nofold.h5 --quiet",
                         MODEL, cfg, g_dir);
     if (rc) print_error("%s\n", log);
@@ -143,8 +144,9 @@ static void bad_training_input_should_fail_cleanly(void **state)
     } cases[] = {{", \"train_steps\": -1", MODEL, "train_steps"},
                  {", \"train_lr\": 0", MODEL, "train_lr"},
                  {", \"train_lr\": -0.5", MODEL, "train_lr"},
-                 {"", nan_model, "non-finite training loss"}};
-    for (int i = 0; i < 4; i++) {
+                 {"", nan_model, "non-finite training loss"},
+                 {", \"use_full_range\": true", MODEL, "'exact_gradient' needs plain int"}};
+    for (int i = 0; i < 5; i++) {
         char cfg[400], out[400], *log;
         snprintf(cfg, sizeof cfg, "%s/bad%d.json", g_dir, i);
         snprintf(out, sizeof out, "%s/bad%d.h5", g_dir, i);

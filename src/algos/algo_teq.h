@@ -47,6 +47,17 @@ wq_status wq_algo_teq_weff(const wq_qspec *spec, const float *W, int64_t rows, i
 void wq_algo_teq_alpha_grad(const float *G, const float *W, const float *Weff, int64_t rows,
                             int64_t cols, const float *alpha, double *dalpha);
 
+/* The exact derivative of the fake-quantized loss between rounding changes (no straight-through
+ * estimate; `gradient: "exact"`): with the codes and the zero point held, Weff[o][j] =
+ * (q - z) * scale / a'[j], so dWeff[o][j]/da[j] = -Weff[o][j] / a'[j], plus, through the group's
+ * scale, dWeff[o][j]/da[m] = Weff[o][j] * (dscale/da[m]) / scale for the channel m that sets it:
+ * sym (non-full-range) the channel with the largest |W a'| (1 / a'[m]); asym the channels of
+ * max(W a', 0) (+W[o][m] / range) and min(W a', 0) (-W[o][m] / range), range = max - min.
+ * Accumulated into dalpha; clamped alphas get no gradient. For int without full range. */
+void wq_algo_teq_alpha_grad_exact(const wq_qspec *spec, const float *G, const float *W,
+                                  const float *Weff, int64_t rows, int64_t cols, const float *alpha,
+                                  double *dalpha);
+
 /* Learning rate of optimizer step k (0-based) under HF's "linear" schedule (get_scheduler as INC's
  * trainer calls it): base * k / max(1, warmup) for k < warmup, else
  * base * max(0, (total - k) / max(1, total - warmup)). The first step of a warm-up uses lr 0. */
@@ -90,6 +101,7 @@ typedef struct {
     wq_teq_linear *lin;       /* [n_layers][WQ_TEQ_N_LIN] */
     float *alpha;             /* [n_alpha] trainable scales (groups share entries) */
     int64_t n_alpha;
+    int exact_grad; /* 1: wq_algo_teq_alpha_grad_exact, 0: the straight-through estimate (INC) */
 } wq_teq_net;
 
 /* Recomputes every linear's Weff from the current alpha. WQ_ERR_NOMEM. */

@@ -109,6 +109,14 @@ static wq_status state_load(teq_state *s, const wq_model_cfg *mc, const wq_weigh
                                   .off = -1};
             wp += li->rows * li->cols;
             if (i < 0) continue;
+            const wq_qspec *sp = &entries[i].spec;
+            if (cfg->ap.teq_exact_grad &&
+                (sp->dtype != WQ_QDTYPE_INT || sp->full_range || sp->double_quant)) {
+                WQ_LOG_ERROR("TEQ: %s: 'exact_gradient' needs plain int quantization (no "
+                             "use_full_range, no use_double_quant, dtype int)",
+                             layer);
+                return WQ_ERR_ARG;
+            }
             if (!cfg->ap.folding) {
                 li->off = n_alpha;
                 n_alpha += li->cols;
@@ -181,7 +189,8 @@ static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *
                       .blocks = s->blocks,
                       .lin = s->lin,
                       .alpha = s->alpha,
-                      .n_alpha = n_a};
+                      .n_alpha = n_a,
+                      .exact_grad = ap->teq_exact_grad};
     int64_t warmup, total;
     wq_algo_teq_schedule(ap->teq_steps, ap->teq_warmup, accum, &warmup, &total);
     wq_teq_adam adam = {0};
@@ -264,8 +273,13 @@ static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *
         if (st == WQ_OK && every > 0 && wq_algo_teq_snapshot_due(k, every, total)) {
             double fl = INFINITY;
             st = full_loss(world, &net, s, ids, lens, n_seq, work, &fl);
-            if (st == WQ_OK && wq_algo_teq_best_offer(&best, fl, k))
+            if (st == WQ_OK && wq_algo_teq_best_offer(&best, fl, k)) {
                 memcpy(best_alpha, s->alpha, (size_t)n_a * sizeof(float));
+            } else if (st == WQ_OK && ap->teq_restore_best) {
+                /* continue from the best alpha (Adam's moments are kept) */
+                memcpy(s->alpha, best_alpha, (size_t)n_a * sizeof(float));
+                st = wq_dist_agree(world, wq_algo_teq_update_weights(&net));
+            }
             if (st == WQ_OK && rank == 0)
                 WQ_LOG_DEBUG("TEQ step %lld/%lld: full calibration loss %.6f (best %.6f at step "
                              "%lld)",
