@@ -1,8 +1,9 @@
 /* test_algo_teq.c: TEQ pieces against numerics.md 6 and hand computations: the effective weight
  * Q(W a') / a' (hand-quantized case, clamp at 1e-5), the straight-through alpha gradient, the
  * training forward equal to the forward of the converted (absorbed, quantized) block, Adam steps
- * computed by hand, the linear warm-up schedule, the dataloader batches, and the model backward
- * (alpha gradient) against finite differences of the loss. */
+ * computed by hand, the linear warm-up schedule, the dataloader batches, the model backward
+ * (alpha gradient) against finite differences of the loss, the forward-only loss bitwise equal to
+ * the training loss, and the best-snapshot rule on a hand-made loss sequence. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,10 @@ static void seq_grad_should_match_finite_differences_of_the_loss(void **state)
             fd[2 * i + k] = (np - nm) / (2 * h);
             free(v), free(keep);
         }
+    /* the forward-only loss (the snapshot rule's) is bitwise the training loss */
+    double nll_fwd = 0;
+    assert_int_equal(wq_algo_teq_seq_nll(&net, ids, T, cs, sn, work, &nll_fwd), WQ_OK);
+    assert_true(nll_fwd == nll);
     double num = 0, den = 0;
     for (int i = 0; i < 2 * NL; i++)
         num += (got[i] - fd[i]) * (got[i] - fd[i]), den += fd[i] * fd[i];
@@ -310,6 +315,94 @@ static void seq_grad_should_match_finite_differences_of_the_loss(void **state)
     free(alpha), free(g), free(scratch);
 }
 
+/* Best-snapshot rule on a hand-made sequence of full-calibration losses: evaluated at step 0
+ * (alpha = 1), every 10 steps and at the last step (35); the strictly smallest finite loss wins,
+ * the earliest among equal ones; when training only hurts, step 0 (RTN) is kept. */
+static void snapshot_should_keep_the_earliest_strictly_best_finite_loss(void **state)
+{
+    (void)state;
+    const int64_t due[] = {0, 10, 20, 30, 35};
+    for (int64_t k = 0; k <= 35; k++) {
+        int want = 0;
+        for (int i = 0; i < 5; i++)
+            want |= k == due[i];
+        assert_int_equal(wq_algo_teq_snapshot_due(k, 10, 35), want);
+    }
+    assert_int_equal(wq_algo_teq_snapshot_due(7, 1, 35), 1);
+    const double loss[] = {3.0, 3.1, 2.9, 2.9, NAN}; /* at the due steps */
+    const int taken[] = {1, 0, 1, 0, 0};
+    wq_teq_best b;
+    wq_algo_teq_best_init(&b);
+    assert_true(b.step == -1 && isinf(b.loss));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(wq_algo_teq_best_offer(&b, loss[i], due[i]), taken[i]);
+    assert_true(b.step == 20 && b.loss == 2.9);
+    const double worse[] = {4.25, 4.2501, INFINITY, 4.3};
+    wq_algo_teq_best_init(&b);
+    for (int i = 0; i < 4; i++)
+        wq_algo_teq_best_offer(&b, worse[i], 10 * i);
+    assert_true(b.step == 0 && b.loss == 4.25);
+}
+
+/* Reference for the exact gradient: Weff(a) = (q - z) * scale(a) / a with the codes q and zero
+ * z held at those of the base alpha, scale(a) recomputed from the group's max / min (numerics 1.2)
+ * in double; L(a) = sum G * Weff(a); central differences in double. */
+static double held_codes_loss(const wq_qspec *sp, const float *G, const float *W, int rows,
+                              int cols, int gs, const double *a, const double *a0)
+{
+    const double maxq =
+        sp->sym ? (double)((1 << (sp->bits - 1)) - 1) : (double)((1 << sp->bits) - 1);
+    double L = 0;
+    for (int o = 0; o < rows; o++)
+        for (int c0 = 0; c0 < cols; c0 += gs) {
+            double s = 0, s0 = 0, lo = 0, hi = 0, lo0 = 0, hi0 = 0;
+            for (int c = c0; c < c0 + gs; c++) {
+                const double x = W[o * cols + c] * a[c], x0 = W[o * cols + c] * a0[c];
+                hi = fmax(hi, x), lo = fmin(lo, x), hi0 = fmax(hi0, x0), lo0 = fmin(lo0, x0);
+            }
+            s = sp->sym ? fmax(hi, -lo) / maxq : (hi - lo) / maxq;
+            s0 = sp->sym ? fmax(hi0, -lo0) / maxq : (hi0 - lo0) / maxq;
+            const double z = sp->sym ? 0 : nearbyint(-lo0 / s0);
+            for (int c = c0; c < c0 + gs; c++) {
+                double q = nearbyint(W[o * cols + c] * a0[c] / s0) + z;
+                q = sp->sym ? fmin(fmax(q, -maxq - 1), maxq) : fmin(fmax(q, 0), maxq);
+                L += G[o * cols + c] * (q - z) * s / a[c];
+            }
+        }
+    return L;
+}
+
+static void exact_grad_should_match_differences_with_the_codes_held(void **state)
+{
+    (void)state;
+    enum { R = 3, C = 8, GS = 4 };
+    float W[R * C], G[R * C], Weff[R * C], alpha[C];
+    wq_test_fill_normal(W, R * C, 0.5f, 90);
+    wq_test_fill_normal(G, R * C, 1.0f, 91);
+    wq_test_fill_uniform(alpha, C, 0.7f, 1.4f, 92);
+    for (int sym = 0; sym < 2; sym++) {
+        wq_qspec sp = wq_qspec_default();
+        sp.bits = 3, sp.group_size = GS, sp.sym = sym;
+        assert_int_equal(wq_algo_teq_weff(&sp, W, R, C, alpha, Weff), WQ_OK);
+        double g[C] = {0}, a0[C], a[C];
+        wq_algo_teq_alpha_grad_exact(&sp, G, W, Weff, R, C, alpha, g);
+        for (int c = 0; c < C; c++)
+            a0[c] = alpha[c];
+        for (int c = 0; c < C; c++) {
+            const double h = 1e-6;
+            memcpy(a, a0, sizeof a);
+            a[c] = a0[c] + h;
+            const double lp = held_codes_loss(&sp, G, W, R, C, GS, a, a0);
+            a[c] = a0[c] - h;
+            const double lm = held_codes_loss(&sp, G, W, R, C, GS, a, a0);
+            const double fd = (lp - lm) / (2 * h);
+            print_message("%s c %d: exact %.6f, held-codes difference %.6f\n", sym ? "sym" : "asym",
+                          c, g[c], fd);
+            assert_true(fabs(g[c] - fd) < 1e-4 * (1 + fabs(fd)));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +413,8 @@ int main(void)
         cmocka_unit_test(schedule_should_warm_up_then_decay),
         cmocka_unit_test(batches_should_cycle_like_an_unshuffled_dataloader),
         cmocka_unit_test(seq_grad_should_match_finite_differences_of_the_loss),
+        cmocka_unit_test(snapshot_should_keep_the_earliest_strictly_best_finite_loss),
+        cmocka_unit_test(exact_grad_should_match_differences_with_the_codes_held),
     };
     return cmocka_run_group_tests_name("algo_teq", tests, NULL, NULL);
 }

@@ -225,9 +225,87 @@ wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_
         for (int l = 0; l < WQ_TEQ_N_LIN; l++) {
             const wq_teq_linear *li = &net->lin[b * WQ_TEQ_N_LIN + l];
             if (li->off < 0 || !li->spec) continue;
-            wq_algo_teq_alpha_grad(work->G[l], li->W, li->Weff, li->rows, li->cols,
-                                   net->alpha + li->off, dalpha + li->off);
+            if (net->exact_grad)
+                wq_algo_teq_alpha_grad_exact(li->spec, work->G[l], li->W, li->Weff, li->rows,
+                                             li->cols, net->alpha + li->off, dalpha + li->off);
+            else
+                wq_algo_teq_alpha_grad(work->G[l], li->W, li->Weff, li->rows, li->cols,
+                                       net->alpha + li->off, dalpha + li->off);
         }
     }
     return WQ_OK;
+}
+
+wq_status wq_algo_teq_seq_nll(const wq_teq_net *net, const int32_t *ids, int64_t T,
+                              const float *rope_cos, const float *rope_sin, wq_teq_work *work,
+                              double *nll)
+{
+    const wq_model_cfg *mc = net->mc;
+    const int64_t d = mc->hidden_size, L = mc->n_layers;
+    if (T > work->Tmax) return WQ_ERR_ARG;
+    wq_kern_embed(net->embed, ids, T, d, work->xs);
+    for (int64_t b = 0; b < L; b++)
+        wq_kern_bwd_block_forward_f32(mc, &net->blocks[b], work->xs + b * T * d,
+                                      work->xs + (b + 1) * T * d, 1, T, rope_cos, rope_sin,
+                                      work->act, work->bwd_ws);
+    /* the head's loss is bitwise wq_kern_head_nll_backward's (kern_loss.h); its workspace is the
+     * larger one */
+    *nll = wq_kern_head_nll(mc, net->final_norm, net->lm_head, work->xs + L * T * d, T, ids + 1,
+                            work->head_ws, NULL, NULL);
+    return WQ_OK;
+}
+
+void wq_algo_teq_best_init(wq_teq_best *b)
+{
+    b->loss = INFINITY;
+    b->step = -1;
+}
+
+int wq_algo_teq_best_offer(wq_teq_best *b, double loss, int64_t step)
+{
+    if (!isfinite(loss) || !(loss < b->loss)) return 0;
+    b->loss = loss;
+    b->step = step;
+    return 1;
+}
+
+int wq_algo_teq_snapshot_due(int64_t taken, int64_t every, int64_t total)
+{
+    return taken == 0 || taken == total || (every >= 1 && taken % every == 0);
+}
+
+void wq_algo_teq_alpha_grad_exact(const wq_qspec *spec, const float *G, const float *W,
+                                  const float *Weff, int64_t rows, int64_t cols, const float *alpha,
+                                  double *dalpha)
+{
+    const int64_t gs = wq_qspec_group_size(spec, cols);
+    for (int64_t o = 0; o < rows; o++) {
+        const float *w = W + o * cols, *we = Weff + o * cols, *g = G + o * cols;
+        for (int64_t c0 = 0; c0 < cols; c0 += gs) {
+            const int64_t c1 = c0 + gs < cols ? c0 + gs : cols;
+            /* the group's scale: the channels that set it (a' as the fake quantizer sees it) */
+            int64_t imax = -1, imin = -1;
+            double xmax = 0, xmin = 0, sgw = 0;
+            for (int64_t c = c0; c < c1; c++) {
+                const double a = alpha[c] > WQ_TEQ_ALPHA_MIN ? alpha[c] : WQ_TEQ_ALPHA_MIN;
+                const double x = (double)w[c] * a;
+                if (x > xmax) xmax = x, imax = c;
+                if (x < xmin) xmin = x, imin = c;
+                sgw += (double)g[c] * (double)we[c];
+                /* codes and zero point held: dWeff[c]/da[c] = -Weff[c] / a[c] */
+                if (alpha[c] >= WQ_TEQ_ALPHA_MIN) dalpha[c] -= (double)g[c] * (double)we[c] / a;
+            }
+            /* scale coupling: dWeff[j]/da[m] = Weff[j] * (dscale/da[m]) / scale */
+            if (spec->sym) {
+                int64_t m = -xmin > xmax ? imin : imax; /* amax = max(|max x|, |min x|) */
+                if (m >= 0 && alpha[m] >= WQ_TEQ_ALPHA_MIN) dalpha[m] += sgw / (double)alpha[m];
+            } else if (xmax - xmin > 0) {
+                const double range = xmax - xmin;
+                if (imax >= 0 && alpha[imax] >= WQ_TEQ_ALPHA_MIN)
+                    dalpha[imax] += sgw * (double)w[imax] / range;
+                if (imin >= 0 && alpha[imin] >= WQ_TEQ_ALPHA_MIN)
+                    dalpha[imin] -= sgw * (double)w[imin] / range;
+            }
+        }
+    }
 }

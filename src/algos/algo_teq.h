@@ -47,6 +47,17 @@ wq_status wq_algo_teq_weff(const wq_qspec *spec, const float *W, int64_t rows, i
 void wq_algo_teq_alpha_grad(const float *G, const float *W, const float *Weff, int64_t rows,
                             int64_t cols, const float *alpha, double *dalpha);
 
+/* The exact derivative of the fake-quantized loss between rounding changes (no straight-through
+ * estimate; `gradient: "exact"`): with the codes and the zero point held, Weff[o][j] =
+ * (q - z) * scale / a'[j], so dWeff[o][j]/da[j] = -Weff[o][j] / a'[j], plus, through the group's
+ * scale, dWeff[o][j]/da[m] = Weff[o][j] * (dscale/da[m]) / scale for the channel m that sets it:
+ * sym (non-full-range) the channel with the largest |W a'| (1 / a'[m]); asym the channels of
+ * max(W a', 0) (+W[o][m] / range) and min(W a', 0) (-W[o][m] / range), range = max - min.
+ * Accumulated into dalpha; clamped alphas get no gradient. For int without full range. */
+void wq_algo_teq_alpha_grad_exact(const wq_qspec *spec, const float *G, const float *W,
+                                  const float *Weff, int64_t rows, int64_t cols, const float *alpha,
+                                  double *dalpha);
+
 /* Learning rate of optimizer step k (0-based) under HF's "linear" schedule (get_scheduler as INC's
  * trainer calls it): base * k / max(1, warmup) for k < warmup, else
  * base * max(0, (total - k) / max(1, total - warmup)). The first step of a warm-up uses lr 0. */
@@ -90,6 +101,7 @@ typedef struct {
     wq_teq_linear *lin;       /* [n_layers][WQ_TEQ_N_LIN] */
     float *alpha;             /* [n_alpha] trainable scales (groups share entries) */
     int64_t n_alpha;
+    int exact_grad; /* 1: wq_algo_teq_alpha_grad_exact, 0: the straight-through estimate (INC) */
 } wq_teq_net;
 
 /* Recomputes every linear's Weff from the current alpha. WQ_ERR_NOMEM. */
@@ -108,6 +120,29 @@ void wq_algo_teq_work_destroy(wq_teq_work *w);
 wq_status wq_algo_teq_seq_grad(const wq_teq_net *net, const int32_t *ids, int64_t T,
                                const float *rope_cos, const float *rope_sin, double scale,
                                wq_teq_work *work, double *dalpha, double *nll);
+
+/* Forward only: *nll = the unscaled next-token NLL sum of one sequence, bitwise the *nll that
+ * wq_algo_teq_seq_grad returns for the same net and ids (same block forward, same head).
+ * WQ_ERR_ARG when T > the work's Tmax. */
+wq_status wq_algo_teq_seq_nll(const wq_teq_net *net, const int32_t *ids, int64_t T,
+                              const float *rope_cos, const float *rope_sin, wq_teq_work *work,
+                              double *nll);
+
+/* Best-snapshot rule (wquant's addition to INC's trainer, `snapshot_every`, docs/algorithms.md):
+ * the full-calibration loss is evaluated before the first optimizer step (alpha = 1, i.e. RTN)
+ * and after every `every`-th optimizer step and the last one; the alpha with the smallest loss is
+ * kept (strictly smaller replaces, so among equal losses the earliest wins, alpha = 1 first). */
+typedef struct {
+    double loss;  /* best loss so far (+inf before the first offer) */
+    int64_t step; /* optimizer steps taken when it was measured; -1 before the first offer */
+} wq_teq_best;
+void wq_algo_teq_best_init(wq_teq_best *b);
+/* Offers the loss measured after `step` optimizer steps: returns 1 (and records it) when it is
+ * finite and strictly below the best so far, else 0. */
+int wq_algo_teq_best_offer(wq_teq_best *b, double loss, int64_t step);
+/* 1 when the loss is to be evaluated after `taken` optimizer steps out of `total`: taken == 0,
+ * taken % every == 0, or taken == total (every >= 1). */
+int wq_algo_teq_snapshot_due(int64_t taken, int64_t every, int64_t total);
 
 #ifdef __cplusplus
 }

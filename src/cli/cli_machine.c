@@ -604,6 +604,7 @@ void wq_cli_cost_job(const wq_config *cfg, wq_cost_job *j)
                        .ar_iters = ap->iters,
                        .ar_batch = ap->batch_size,
                        .teq_steps = ap->teq_steps,
+                       .teq_snapshot_every = ap->teq_snapshot_every,
                        .n_samples = cfg->calib.n_samples,
                        .seqlen = cfg->calib.seqlen};
     if (cfg->global.dtype != WQ_QDTYPE_INT) j->bits = 4;

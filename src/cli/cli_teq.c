@@ -109,6 +109,14 @@ static wq_status state_load(teq_state *s, const wq_model_cfg *mc, const wq_weigh
                                   .off = -1};
             wp += li->rows * li->cols;
             if (i < 0) continue;
+            const wq_qspec *sp = &entries[i].spec;
+            if (cfg->ap.teq_exact_grad &&
+                (sp->dtype != WQ_QDTYPE_INT || sp->full_range || sp->double_quant)) {
+                WQ_LOG_ERROR("TEQ: %s: 'exact_gradient' needs plain int quantization (no "
+                             "use_full_range, no use_double_quant, dtype int)",
+                             layer);
+                return WQ_ERR_ARG;
+            }
             if (!cfg->ap.folding) {
                 li->off = n_alpha;
                 n_alpha += li->cols;
@@ -135,6 +143,36 @@ static wq_status state_load(teq_state *s, const wq_model_cfg *mc, const wq_weigh
     return WQ_OK;
 }
 
+/* Mean next-token NLL of the whole calibration set under the current Weff (sequence j on rank
+ * j mod size, the sums added exactly and all-reduced, so every rank gets the same value for any
+ * rank count). A non-finite sequence loss makes it +inf (never the best). */
+static wq_status full_loss(wq_dist *world, const wq_teq_net *net, const teq_state *s,
+                           const int32_t *const *ids, const int64_t *lens, int64_t n_seq,
+                           wq_teq_work *work, double *out)
+{
+    const int rank = wq_dist_rank(world), size = wq_dist_size(world);
+    wq_exact acc[2];
+    memset(acc, 0, sizeof acc);
+    int64_t count = 0;
+    wq_status ls = WQ_OK;
+    for (int64_t j = 0; j < n_seq; j++) {
+        if (lens[j] < 2) continue;
+        count += lens[j] - 1;
+        if (j % size != rank || ls != WQ_OK) continue;
+        double nll = 0, bad = 0;
+        ls = wq_algo_teq_seq_nll(net, ids[j], lens[j], s->rope_cos, s->rope_sin, work, &nll);
+        bad = (double)wq_kern_exact_add_f64(acc, &nll, 1);
+        if (bad > 0) wq_kern_exact_add_f64(acc + 1, &bad, 1);
+    }
+    wq_status st = wq_dist_agree(world, ls);
+    if (st == WQ_OK) st = wq_dist_allreduce_exact(world, acc, 2);
+    if (st != WQ_OK) return st;
+    double v[2];
+    wq_kern_exact_to_f64(acc, v, 2);
+    *out = v[1] > 0 ? INFINITY : v[0] / (double)(count ? count : 1);
+    return WQ_OK;
+}
+
 /* The exact accumulator holds n_alpha gradient entries, then the scaled loss, then a count of
  * non-finite values. */
 static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *cfg, teq_state *s,
@@ -151,7 +189,8 @@ static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *
                       .blocks = s->blocks,
                       .lin = s->lin,
                       .alpha = s->alpha,
-                      .n_alpha = n_a};
+                      .n_alpha = n_a,
+                      .exact_grad = ap->teq_exact_grad};
     int64_t warmup, total;
     wq_algo_teq_schedule(ap->teq_steps, ap->teq_warmup, accum, &warmup, &total);
     wq_teq_adam adam = {0};
@@ -163,6 +202,28 @@ static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *
     if (st == WQ_OK) st = wq_algo_teq_work_create(mc, Tmax, &work);
     if (st == WQ_OK) st = wq_algo_teq_update_weights(&net);
     st = wq_dist_agree(world, st);
+    /* best-snapshot rule (algo_teq.h): alpha = 1 is the first candidate */
+    const int64_t every = total > 0 ? ap->teq_snapshot_every : 0; /* 0 steps: RTN anyway */
+    wq_teq_best best;
+    wq_algo_teq_best_init(&best);
+    float *best_alpha = NULL;
+    if (st == WQ_OK && every > 0) {
+        best_alpha = wq_malloc((size_t)(n_a ? n_a : 1) * sizeof(float));
+        if (!best_alpha) st = WQ_ERR_NOMEM;
+    }
+    st = wq_dist_agree(world, st);
+    double loss0 = INFINITY;
+    if (st == WQ_OK && every > 0) {
+        st = full_loss(world, &net, s, ids, lens, n_seq, work, &loss0);
+        if (st == WQ_OK && wq_algo_teq_best_offer(&best, loss0, 0))
+            memcpy(best_alpha, s->alpha, (size_t)n_a * sizeof(float));
+        if (st == WQ_OK && rank == 0)
+            WQ_LOG_DEBUG("TEQ step 0/%lld: full calibration loss %.6f (alpha = 1)",
+                         (long long)total, loss0);
+        if (st == WQ_OK && progress && rank == 0)
+            fprintf(stderr, "[teq] step 0/%lld full calibration loss %.6f\n", (long long)total,
+                    loss0);
+    }
     int64_t k = 0; /* optimizer steps taken */
     for (int64_t gstep = 0; st == WQ_OK && gstep < ap->teq_steps; gstep++) {
         wq_dist_fault_point(world, "teq_step", gstep);
@@ -200,13 +261,44 @@ static wq_status train(wq_dist *world, const wq_model_cfg *mc, const wq_config *
         }
         const double lr = wq_algo_teq_lr(ap->teq_lr, k, warmup, total);
         wq_algo_teq_adam_step(&adam, s->alpha, g, lr);
+        if (rank == 0)
+            WQ_LOG_DEBUG("TEQ step %lld/%lld: batch loss %.6f, lr %.4g", (long long)k + 1,
+                         (long long)total, g[n_a], lr);
         if (progress && rank == 0 && (k % 10 == 0 || gstep + 1 == ap->teq_steps))
             fprintf(stderr, "[teq] step %lld/%lld loss %.6f lr %.3g\n", (long long)k + 1,
                     (long long)total, g[n_a], lr);
         k++;
         memset(acc, 0, (size_t)(n_a + 2) * sizeof *acc);
         st = wq_dist_agree(world, wq_algo_teq_update_weights(&net));
+        if (st == WQ_OK && every > 0 && wq_algo_teq_snapshot_due(k, every, total)) {
+            double fl = INFINITY;
+            st = full_loss(world, &net, s, ids, lens, n_seq, work, &fl);
+            if (st == WQ_OK && wq_algo_teq_best_offer(&best, fl, k)) {
+                memcpy(best_alpha, s->alpha, (size_t)n_a * sizeof(float));
+            } else if (st == WQ_OK && ap->teq_restore_best) {
+                /* continue from the best alpha (Adam's moments are kept) */
+                memcpy(s->alpha, best_alpha, (size_t)n_a * sizeof(float));
+                st = wq_dist_agree(world, wq_algo_teq_update_weights(&net));
+            }
+            if (st == WQ_OK && rank == 0)
+                WQ_LOG_DEBUG("TEQ step %lld/%lld: full calibration loss %.6f (best %.6f at step "
+                             "%lld)",
+                             (long long)k, (long long)total, fl, best.loss, (long long)best.step);
+            if (st == WQ_OK && progress && rank == 0)
+                fprintf(
+                    stderr,
+                    "[teq] step %lld/%lld full calibration loss %.6f (best %.6f at step %lld)\n",
+                    (long long)k, (long long)total, fl, best.loss, (long long)best.step);
+        }
     }
+    if (st == WQ_OK && every > 0 && best.step >= 0) {
+        memcpy(s->alpha, best_alpha, (size_t)n_a * sizeof(float));
+        if (rank == 0)
+            WQ_LOG_INFO("TEQ: kept the scales of optimizer step %lld of %lld: full calibration "
+                        "loss %.6f (alpha = 1, i.e. RTN: %.6f)",
+                        (long long)best.step, (long long)k, best.loss, loss0);
+    }
+    wq_free(best_alpha);
     wq_algo_teq_work_destroy(work);
     wq_algo_teq_adam_free(&adam);
     wq_free(acc);

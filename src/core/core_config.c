@@ -70,6 +70,9 @@ static const key_desc k_algo_keys[] = {
     {"warmup_ratio", K_DOUBLE, AP(teq_warmup), 0, 1, 0, A(TEQ), NULL},
     {"train_batch_size", K_INT, AP(teq_batch_size), 1, 1 << 30, 0, A(TEQ), NULL},
     {"gradient_accumulation_steps", K_INT, AP(teq_grad_accum), 1, 1 << 30, 0, A(TEQ), NULL},
+    {"snapshot_every", K_INT, AP(teq_snapshot_every), 0, 1 << 30, 0, A(TEQ), NULL},
+    {"restore_best", K_BOOL, AP(teq_restore_best), 0, 1, 0, A(TEQ), NULL},
+    {"exact_gradient", K_BOOL, AP(teq_exact_grad), 0, 1, 0, A(TEQ), NULL},
     {"quant_zero", K_BOOL, AP(quant_zero), 0, 1, 0, A(HQQ), NULL},
     {"quant_scale", K_BOOL, AP(quant_scale), 0, 1, 0, A(HQQ), NULL},
     {"scale_quant_group_size", K_INT, AP(scale_quant_group_size), 1, 1 << 30, 0, A(HQQ), NULL},
@@ -107,11 +110,13 @@ void wq_config_defaults(wq_config *cfg, wq_algo algo)
     ap->block_size = 128; /* reference GPTQ; INC's config says 2048 (numerics 4.1 [DIFF]) */
     ap->use_auto_scale = ap->use_auto_clip = true;
     ap->folding = (algo == WQ_ALGO_TEQ);
-    ap->teq_lr = 1e-3;
-    ap->teq_steps = 1000;
+    ap->teq_lr = 1e-4;    /* INC 1e-3; see docs/algorithms.md, TEQ */
+    ap->teq_steps = 50;   /* INC 1000 */
     ap->teq_warmup = 0.05;
     ap->teq_batch_size = 8;
     ap->teq_grad_accum = 1;
+    ap->teq_snapshot_every = 2;
+    ap->teq_exact_grad = true;
     ap->quant_zero = true;
     ap->scale_quant_group_size = 128;
     ap->hqq_iters = 20;

@@ -72,6 +72,10 @@ typedef struct {
     double teq_warmup;
     int64_t teq_batch_size; /* calibration sequences per training batch */
     int64_t teq_grad_accum; /* batches per optimizer step */
+    int64_t teq_snapshot_every; /* full-calibration-loss check every N optimizer steps, keeping the
+                                   best alpha (alpha = 1 included); 0: off, the last alpha (INC) */
+    bool teq_restore_best; /* a check worse than the best resets alpha to the best snapshot */
+    bool teq_exact_grad;   /* exact piecewise alpha gradient instead of the straight-through one */
     /* HQQ (7.1) */
     bool quant_zero, quant_scale;
     int64_t scale_quant_group_size;

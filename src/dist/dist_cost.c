@@ -249,6 +249,13 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
         o->t_reduce = (double)it * allreduce_s(m, 16.0 * pb_lin, D);
         o->quant_weights = (double)it * pb_lin + pb_lin;
         o->t_quant = ((double)it * pb_lin + pb_lin) / m->quant_rate;
+        if (j->algo == WQ_COST_TEQ && j->teq_snapshot_every > 0 && it > 0) {
+            /* best-snapshot rule: a forward over the whole calibration set before training,
+             * every teq_snapshot_every steps and after the last */
+            const double ev = (double)(it / j->teq_snapshot_every + 2);
+            o->flops_fwd += ev * o->flops_fwd1;
+            o->t_fwd += ev * fwd_local / fwd_rate;
+        }
         break;
     }
     }

@@ -81,6 +81,7 @@ typedef struct {
     int64_t hqq_iters;
     int64_t ar_iters, ar_batch; /* AutoRound: iterations and batch size (sequences) */
     int64_t teq_steps;
+    int64_t teq_snapshot_every; /* TEQ: full-calibration forward every N steps (0 = none) */
     int64_t n_samples, seqlen; /* calibration (ignored by RTN/HQQ) */
 } wq_cost_job;
 
