@@ -27,6 +27,17 @@ wq_status wq_algo_rtn_quantize(const wq_qspec *spec, const char *name, const flo
 wq_status wq_algo_rtn_quantize_quantile(const wq_qspec *spec, const char *name, const float *W,
                                         int64_t rows, int64_t cols, float quantile, wq_qmatrix *out);
 
+/* Elements per chunk when a caller streams a layer through wq_algo_rtn_quantize_rows (256 KiB of
+ * f32: the chunk stays in L2 from conversion to codes). `wquant quantize` and the planner's memory
+ * model use it. */
+#define WQ_RTN_STREAM_ELEMS ((int64_t)1 << 16)
+
+/* Rows of a cols-wide layer per streamed chunk (at least 1). */
+static inline int64_t wq_algo_rtn_stream_rows(int64_t cols)
+{
+    return WQ_RTN_STREAM_ELEMS / cols > 1 ? WQ_RTN_STREAM_ELEMS / cols : 1;
+}
+
 /* Streaming form of wq_algo_rtn_quantize for a layer without use_mse_search (whose clip ratio needs
  * the whole layer), so a layer never has to be in memory as f32 at once: `out` is set up by the
  * caller (wq_qmatrix_init with wq_qspec_group_size(spec, cols)); each call quantizes rows

@@ -329,21 +329,25 @@ done:
  * less), so each time is fitted as a cubic (resp. quadratic) term at a flop rate plus a per-element
  * term: prep(n) = (2 n^3 / 3) / chol_flops + n^2 chol_elem_s,
  * solve(r, n) = 2 r n^2 / solve_flops + r n solve_col_s (docs/planning.md). */
+/* The line y = A n + B through (n1, y1) and (n2, y2); when noise makes A or B non-positive, the
+ * line through the origin and (n2, y2) with B = 1e-15 (machine-file values must be positive). */
+static void fit_line(double n1, double y1, double n2, double y2, double *A, double *B)
+{
+    *A = (y2 - y1) / (n2 - n1);
+    *B = y1 - *A * n1;
+    if (!(*A > 0) || !(*B > 0)) *A = y2 / n2, *B = 1e-15;
+}
+
 static wq_status measure_gptq(wq_machine *m)
 {
-    const int64_t n1 = 1024, n2 = 4096, rows = 512;
-    double p1, s1, p2, s2;
-    WQ_TRY(time_gptq(n1, rows, &p1, &s1));
-    WQ_TRY(time_gptq(n2, rows, &p2, &s2));
-    /* t / n^2 = A n + B through the two points; a negative B (noise) falls back to A alone */
-    double A = (p2 / ((double)n2 * n2) - p1 / ((double)n1 * n1)) / (double)(n2 - n1);
-    double B = p1 / ((double)n1 * n1) - A * (double)n1;
-    if (!(A > 0) || !(B > 0)) A = p2 / ((double)n2 * n2 * n2), B = 1e-15;
+    const double n1 = 1024, n2 = 4096, rows = 512;
+    double p1, s1, p2, s2, A, B;
+    WQ_TRY(time_gptq((int64_t)n1, (int64_t)rows, &p1, &s1));
+    WQ_TRY(time_gptq((int64_t)n2, (int64_t)rows, &p2, &s2));
+    fit_line(n1, p1 / (n1 * n1), n2, p2 / (n2 * n2), &A, &B); /* prep / n^2 = A n + B */
     m->chol_flops = 2.0 / (3.0 * A);
     m->chol_elem_s = B;
-    A = (s2 / ((double)rows * n2) - s1 / ((double)rows * n1)) / (double)(n2 - n1);
-    B = s1 / ((double)rows * n1) - A * (double)n1;
-    if (!(A > 0) || !(B > 0)) A = s2 / ((double)rows * n2 * n2), B = 1e-15;
+    fit_line(n1, s1 / (rows * n1), n2, s2 / (rows * n2), &A, &B); /* solve / (r n) = A n + B */
     m->solve_flops = 2.0 / A;
     m->solve_col_s = B;
     return WQ_OK;
@@ -405,6 +409,28 @@ done:
     return st;
 }
 
+/* Writes n bytes (chunk at a time from buf) to a fresh `path`, with an fsync when durable; *bw
+ * receives bytes/s. WQ_ERR_ARG when the file cannot be created (logged), WQ_ERR_IO on a short
+ * write or a failed fsync. */
+static wq_status write_probe(const char *path, const char *buf, size_t n, size_t chunk, int durable,
+                             double *bw)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    if (fd < 0) {
+        WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
+                     strerror(errno));
+        return WQ_ERR_ARG;
+    }
+    wq_status st = WQ_OK;
+    double t0 = wq_cli_now();
+    for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
+        if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
+    if (durable && st == WQ_OK && fsync(fd) != 0) st = WQ_ERR_IO;
+    *bw = (double)n / (wq_cli_now() - t0);
+    close(fd);
+    return st;
+}
+
 static wq_status measure_fs(const char *dir, wq_machine *m)
 {
     char path[4200];
@@ -414,40 +440,21 @@ static wq_status measure_fs(const char *dir, wq_machine *m)
     if (!buf) return WQ_ERR_NOMEM;
     memset(buf, 0x5a, chunk);
     wq_status st = WQ_OK;
-    /* the fastest of three writes, like every other constant: the first write into memory the
-     * (virtual) machine has not touched lately can be 10x slower than the next ones */
-    m->fs_write_bw = 0;
-    for (int rep = 0; rep < 3 && st == WQ_OK; rep++) {
-        int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-        if (fd < 0) {
-            WQ_LOG_ERROR("cannot create the file-system probe '%s': %s (use --scratch DIR)", path,
-                         strerror(errno));
-            wq_free(buf);
-            return WQ_ERR_IO;
-        }
-        double t0 = wq_cli_now();
-        for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
-            if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-        m->fs_write_bw = fmax(m->fs_write_bw, (double)n / (wq_cli_now() - t0));
-        close(fd);
+    /* the fastest of three buffered writes, like every other constant: the first write into memory
+     * the (virtual) machine has not touched lately can be 10x slower than the next ones; durable:
+     * the median of three writes + fsync (the disk's rate swings 3x run to run here) */
+    double wbw[3] = {0, 0, 0}, sbw[3] = {0, 0, 0};
+    for (int rep = 0; rep < 3 && st == WQ_OK; rep++)
+        st = write_probe(path, buf, n, chunk, 0, &wbw[rep]);
+    for (int rep = 0; rep < 3 && st == WQ_OK; rep++)
+        st = write_probe(path, buf, n, chunk, 1, &sbw[rep]);
+    if (st == WQ_ERR_ARG) { /* the probe could not be created: already reported */
+        unlink(path);
+        wq_free(buf);
+        return WQ_ERR_IO;
     }
-    /* durable: the median of three writes + fsync (the disk's rate swings 3x run to run here) */
-    double sync_bw[3] = {0, 0, 0};
-    for (int rep = 0; rep < 3 && st == WQ_OK; rep++) {
-        int sfd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-        if (sfd < 0) {
-            st = WQ_ERR_IO;
-            break;
-        }
-        double ts = wq_cli_now();
-        for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
-            if (write(sfd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-        if (fsync(sfd) != 0) st = WQ_ERR_IO;
-        sync_bw[rep] = (double)n / (wq_cli_now() - ts);
-        close(sfd);
-    }
-    m->fs_sync_bw = fmax(fmin(sync_bw[0], sync_bw[1]),
-                         fmin(fmax(sync_bw[0], sync_bw[1]), sync_bw[2])); /* median of 3 */
+    m->fs_write_bw = fmax(wbw[0], fmax(wbw[1], wbw[2]));
+    m->fs_sync_bw = fmax(fmin(sbw[0], sbw[1]), fmin(fmax(sbw[0], sbw[1]), sbw[2])); /* median */
     int fd;
     double t0;
     /* read it back: the rate a process sees for a file in the page cache (what a model written or

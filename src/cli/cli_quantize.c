@@ -298,10 +298,6 @@ static wq_status run_calibrated(wq_dist *d, const wq_config *cfg, const char *mo
     return st;
 }
 
-/* RTN reads a layer in chunks of this many f32 (256 KiB: the chunk stays in L2 from conversion to
- * codes, where a whole-layer f32 copy went to memory and back three times). */
-#define STREAM_ELEMS ((int64_t)1 << 16)
-
 /* Does entry e go through RTN chunk by chunk? (HQQ and use_mse_search need the whole layer.) */
 static int streams(const wq_config *cfg, const wq_h5_entry *e)
 {
@@ -314,17 +310,18 @@ static int64_t scratch_elems(const wq_config *cfg, const plan *p, int64_t i)
     const wq_h5_entry *e = &p->entries[i];
     if (e->kind != WQ_H5_QLINEAR) return 0;
     if (!streams(cfg, e)) return p->tensors[i]->numel;
-    const int64_t rows = STREAM_ELEMS / e->cols > 1 ? STREAM_ELEMS / e->cols : 1;
+    const int64_t rows = wq_algo_rtn_stream_rows(e->cols);
     return (rows < e->rows ? rows : e->rows) * e->cols;
 }
 
-/* RTN of entry i, STREAM_ELEMS at a time through w. */
+/* RTN of entry i, WQ_RTN_STREAM_ELEMS at a time through w (a whole-layer f32 copy went to memory
+ * and back three times). */
 static wq_status rtn_streamed(const wq_st_model *m, const plan *p, int64_t i, float *w,
                               wq_qmatrix *q)
 {
     const wq_st_tensor *t = p->tensors[i];
     const wq_h5_entry *e = &p->entries[i];
-    const int64_t chunk = STREAM_ELEMS / e->cols > 1 ? STREAM_ELEMS / e->cols : 1;
+    const int64_t chunk = wq_algo_rtn_stream_rows(e->cols);
     WQ_TRY(wq_qmatrix_init(q, e->rows, e->cols, e->group_size_eff, e->spec.dtype, e->spec.bits));
     wq_status st = WQ_OK;
     for (int64_t r = 0; st == WQ_OK && r < e->rows; r += chunk) {
@@ -363,16 +360,15 @@ static wq_status process_entry(const wq_config *cfg, const wq_st_model *m, const
         wq_ckpt_extras_free(ex, n_ex);
     } else if (streams(cfg, e)) {
         st = rtn_streamed(m, p, i, w, &q);
-        if (st == WQ_OK) st = wq_ckpt_save(ck, i, &q, NULL, 0);
     } else {
         st = wq_st_read_f32(m, t, w);
         if (st == WQ_OK && hqq)
             st = wq_algo_hqq_quantize(&e->spec, &cfg->ap, e->name, w, e->rows, e->cols, &q);
         else if (st == WQ_OK)
             st = wq_algo_rtn_quantize(&e->spec, e->name, w, e->rows, e->cols, &q, NULL);
-        /* HQQ's real zero-points are still in q.zeros here: one checkpoint format for both */
-        if (st == WQ_OK) st = wq_ckpt_save(ck, i, &q, NULL, 0);
     }
+    /* HQQ's real zero-points are still in q.zeros here: one checkpoint format for both */
+    if (st == WQ_OK && !wq_ckpt_entry_done(ck, i)) st = wq_ckpt_save(ck, i, &q, NULL, 0);
     if (hqq) {
         if (st == WQ_OK) {
             float *z = wq_malloc((size_t)(q.rows * q.ngroups) * sizeof(float));
@@ -404,7 +400,8 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
     int64_t mine = 0, most = 1; /* the f32 scratch this rank needs */
     for (int64_t i = 0; i < p->n; i++) {
         mine += p->owner[i] == rank;
-        if (p->owner[i] == rank && scratch_elems(cfg, p, i) > most) most = scratch_elems(cfg, p, i);
+        const int64_t need = p->owner[i] == rank ? scratch_elems(cfg, p, i) : 0;
+        if (need > most) most = need;
     }
     int64_t n_rounds_items = 0;
     for (int64_t i = 0; i < p->n; i++) n_rounds_items += p->owner[i] >= 0;

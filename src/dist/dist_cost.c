@@ -8,6 +8,7 @@
 
 #include "algos/algo_awq.h"
 #include "algos/algo_gptq.h"
+#include "algos/algo_rtn.h"
 #include "core/core_alloc.h"
 #include "core/core_log.h"
 #include "dist/dist_plan.h"
@@ -277,9 +278,8 @@ static void mem_take(wq_cost_mem *o, const char *phase, double acts, double weig
     }
 }
 
-/* RTN without use_mse_search reads and quantizes a layer in 64 Ki-element chunks (the driver's
- * rtn_streamed): no whole-layer f32 copy. */
-#define WQ_COST_STREAM_ELEMS 65536.0
+/* RTN without use_mse_search reads and quantizes a layer in WQ_RTN_STREAM_ELEMS chunks (the
+ * driver's rtn_streamed): no whole-layer f32 copy. */
 static int rtn_streams(const wq_cost_job *j)
 {
     return j->algo == WQ_COST_RTN && !j->mse_search;
@@ -292,9 +292,9 @@ static double item_mem(const wq_cost_job *j, int64_t rows, int64_t cols, int qua
     const double numel = (double)rows * (double)cols;
     if (!quantized) return numel * src_bytes;
     const double ng = (double)ngroups_of(cols, j);
-    const double f32 =
-        rtn_streams(j) ? fmin(numel, WQ_COST_STREAM_ELEMS) * 4.0 + 1048576.0 /* + bf16 scratch */
-                       : numel * 4.0;
+    const double f32 = rtn_streams(j) ? fmin(numel, (double)WQ_RTN_STREAM_ELEMS) * 4.0 +
+                                            1048576.0 /* + bf16 scratch */
+                                      : numel * 4.0;
     double b = f32 + numel + 8.0 * (double)rows * ng + numel * j->bits / 8.0;
     if (j->algo == WQ_COST_HQQ) b += 3.0 * numel * 4.0; /* solver: W_q, W_r, error buffers */
     return b;
