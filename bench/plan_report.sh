@@ -48,7 +48,7 @@ json_num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" <<<"$2" | head -1; }
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo);" \
          "constants measured by \`wquant plan --calibrate\` ($MACHINE); runs under \`$NICE\`, 1 BLAS thread per rank."
     echo "Calibration for GPTQ: 8 samples x 128 tokens. Measured time: quantize's own wall clock (start to"
-    echo "container complete; RTN: the median of 5 runs), each run after a \`sync\`; peak RSS: getrusage"
+    echo "container complete; RTN: the median of 5 runs), each run after a \`sync\` and a 2 s pause; peak RSS: getrusage"
     echo "max over ranks (as \`eval --json\` peak_rss_mb; RTN: the largest of the 5)."
     echo
     echo "| model widths | blocks | algo | ranks | predicted s | measured s | time ratio | predicted MiB | measured MiB | RSS ratio |"
@@ -88,7 +88,10 @@ for spec in "${SHAPES[@]}"; do
             reps=1 && [[ $algo == rtn ]] && reps=5
             : >"$WORK/runs"
             for ((k = 0; k < reps; k++)); do
-                rm -f "$WORK/out.h5" && sync # the last run's write-back stays out of this one
+                # the last run's write-back stays out of this one, and the memory its container
+                # freed goes back to the host first (reused within ~1 s it is 8x faster to write
+                # into here: the calibration measures memory that has been free for 2 s)
+                rm -f "$WORK/out.h5" && sync && sleep 2
                 log=$($NICE mpiexec -n "$np" "$WQ" quantize --model "$dir" --config "$WORK/$algo.json" \
                       --out "$WORK/out.h5" --machine "$MACHINE" --quiet 2>&1) || { echo "$log" >&2; exit 1; }
                 line=$(grep "wrote .* in .* s (predicted" <<<"$log")

@@ -3,6 +3,7 @@
  * calibration 3 sequences of 5 tokens. Linears (rows x cols): q 4x4, k 2x4, v 2x4, o 4x4,
  * gate 8x4, up 8x4, down 4x8. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dist/dist_cost.h"
@@ -183,6 +184,82 @@ static void rtn_memory_should_hold_one_chunk_unless_mse_search(void **state)
     assert_float_equal(mem.total - mem.base, 128.0 + 32.0 + 64.0 + 16.0, 1e-6);
 }
 
+static void checkpoint_bytes_should_match_the_entry_layout(void **state)
+{
+    (void)state;
+    wq_cost_job j = {.algo = WQ_COST_RTN, .bits = 4, .group_size = -1};
+    /* 8 x 4 at 4 bits: 32 codes two per byte (16) + 8 rows x 1 group x (f32 scale + zero) (64) */
+    assert_float_equal(wq_cost_ckpt_bytes(8, 4, &j), 16.0 + 64.0, 1e-9);
+    /* 8 bits: one byte per code; groups of 2: 2 groups per row */
+    j.bits = 8, j.group_size = 2;
+    assert_float_equal(wq_cost_ckpt_bytes(8, 4, &j), 32.0 + 128.0, 1e-9);
+    j.algo = WQ_COST_GPTQ;
+    assert_float_equal(wq_cost_ckpt_bytes(8, 4, &j), 160.0, 1e-9);
+    /* no checkpoint: --no-checkpoint, or an algorithm that writes none */
+    j.no_checkpoint = true;
+    assert_float_equal(wq_cost_ckpt_bytes(8, 4, &j), 0.0, 1e-12);
+    j.no_checkpoint = false, j.algo = WQ_COST_AWQ;
+    assert_float_equal(wq_cost_ckpt_bytes(8, 4, &j), 0.0, 1e-12);
+}
+
+/* A vocabulary of 10^6 x d 4: the embedding and lm_head raw copies (8 MB each in bf16) dwarf
+ * everything else (the blocks hold a few hundred bytes), so the rounds are hand-countable. */
+static void rounds_should_share_a_nodes_reads_and_container_writes(void **state)
+{
+    (void)state;
+    wq_cost_shape s = tiny();
+    s.vocab = 1000000;
+    wq_cost_job j = {.algo = WQ_COST_RTN, .bits = 4, .group_size = -1, .no_checkpoint = true};
+    wq_machine m;
+    wq_cost_machine_defaults(&m);
+    m.fs_read_bw = 1e9, m.fs_node_bw = 1e9, m.fs_write_bw = 1e9, m.fs_sync_bw = 1e9;
+    m.net_lat = 0;
+    const double copy = 8e6; /* bytes of one raw copy */
+    wq_cost_plan one, split, shared;
+    assert_int_equal(wq_cost_run(&s, &j, &m, 1, 1, 1, 1, &one), WQ_OK);
+    assert_int_equal(wq_cost_run(&s, &j, &m, 2, 1, 1, 1, &split), WQ_OK);  /* 2 nodes */
+    assert_int_equal(wq_cost_run(&s, &j, &m, 2, 1, 1, 2, &shared), WQ_OK); /* 1 node */
+    /* one rank: both copies read and written at 1 GB/s one after the other: 32 ms */
+    assert_float_equal(one.t_rounds, 4 * copy / 1e9, 1e-4);
+    /* a rank per node: the copies run side by side, 16 ms */
+    assert_float_equal(split.t_rounds, 2 * copy / 1e9, 1e-4);
+    /* two ranks of one node: each reads at the node's 1 GB/s / 2 (16 ms) and writes (8 ms), but
+     * the node reads 16 MB and writes 16 MB into the one file in that round: 32 ms */
+    assert_float_equal(shared.t_rounds, 4 * copy / 1e9, 1e-4);
+    /* the container is written with write-behind: what is left dirty at the end (at most one
+     * 64 MiB window per rank of a node) is flushed, here the whole 16 MB container */
+    assert_float_equal(one.t_flush, one.container_bytes / 1e9, 1e-12);
+    assert_float_equal(split.t_flush, one.container_bytes / 2 / 1e9, 1e-12);
+    setenv("WQ_WRITE_BEHIND_MB", "1", 1);
+    assert_int_equal(wq_cost_run(&s, &j, &m, 1, 1, 1, 1, &one), WQ_OK);
+    assert_float_equal(one.t_flush, 1048576.0 / 1e9, 1e-12);
+    setenv("WQ_WRITE_BEHIND_MB", "0", 1); /* off: the whole container at the end */
+    assert_int_equal(wq_cost_run(&s, &j, &m, 1, 1, 1, 1, &one), WQ_OK);
+    assert_float_equal(one.t_flush, one.container_bytes / 1e9, 1e-12);
+    unsetenv("WQ_WRITE_BEHIND_MB");
+    assert_float_equal(one.seconds,
+                       one.t_startup + one.t_rounds + one.t_embed + one.t_blocks + one.t_flush,
+                       1e-12);
+}
+
+static void checkpoint_should_cost_rtn_its_entry_writes(void **state)
+{
+    (void)state;
+    wq_cost_shape s = tiny();
+    wq_cost_job j = {.algo = WQ_COST_RTN, .bits = 4, .group_size = -1};
+    wq_machine m;
+    wq_cost_machine_defaults(&m);
+    m.fs_write_bw = 1e3; /* slow enough that the entries dominate the difference */
+    wq_cost_plan with, without;
+    assert_int_equal(wq_cost_run(&s, &j, &m, 1, 1, 1, 1, &with), WQ_OK);
+    j.no_checkpoint = true;
+    assert_int_equal(wq_cost_run(&s, &j, &m, 1, 1, 1, 1, &without), WQ_OK);
+    /* per block: entries of q 4x4, k 2x4, v 2x4, o 4x4, gate 8x4, up 8x4, down 4x8, codes two per
+     * byte (144 / 2 = 72) + 8 bytes per row and group (32 rows, one group each: 256) = 328 bytes;
+     * 2 blocks, durable at fs_write_bw with write-behind */
+    assert_float_equal(with.t_rounds - without.t_rounds, 2 * 328.0 / 1e3, 1e-6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +271,9 @@ int main(void)
         cmocka_unit_test(time_should_scale_with_ranks_and_saturate),
         cmocka_unit_test(choose_should_refuse_a_budget_below_one_block),
         cmocka_unit_test(rtn_memory_should_hold_one_chunk_unless_mse_search),
+        cmocka_unit_test(checkpoint_bytes_should_match_the_entry_layout),
+        cmocka_unit_test(rounds_should_share_a_nodes_reads_and_container_writes),
+        cmocka_unit_test(checkpoint_should_cost_rtn_its_entry_writes),
     };
     return cmocka_run_group_tests_name("dist_cost", tests, NULL, NULL);
 }

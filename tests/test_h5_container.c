@@ -671,6 +671,32 @@ static void containers_should_be_byte_identical_for_any_rank_count(void **state)
     assert_int_equal(model_rc, 0);
 }
 
+/* Write-behind (core_io.h) only changes when data reaches storage, never the file: with a window
+ * of ~1 KiB every raw tensor above it is written in row slabs and synced many times over; off (0)
+ * nothing is synced until the end. Both must equal the default-window container byte for byte. */
+static void write_behind_should_not_change_the_container(void **state)
+{
+    (void)state;
+    const char *windows[2] = {"0.001", "0"};
+    int cmp_rc[2] = {-1, -1};
+    wq_status st[2];
+    for (int k = 0; k < 2; k++) {
+        char path[600], cmd[2400];
+        snprintf(path, sizeof path, "%s/wb%d.h5", g_dir, k);
+        setenv("WQ_WRITE_BEHIND_MB", windows[k], 1);
+        st[k] = write_model(g_dist, path);
+        unsetenv("WQ_WRITE_BEHIND_MB");
+        wq_dist_barrier(g_dist);
+        snprintf(cmd, sizeof cmd, "cmp '%s/model.h5' '%s'", g_dir, path);
+        cmp_rc[k] = system0(cmd);
+        if (k == 0) check_model(path);
+    }
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(st[k], WQ_OK);
+        assert_int_equal(cmp_rc[k], 0);
+    }
+}
+
 /* A one-layer container for the failure tests. */
 static void small_entries(wq_h5_entry *es)
 {
@@ -1086,6 +1112,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(container_should_roundtrip_every_entry_exactly),
         cmocka_unit_test(container_should_be_read_by_h5_tools),
         cmocka_unit_test(containers_should_be_byte_identical_for_any_rank_count),
+        cmocka_unit_test(write_behind_should_not_change_the_container),
         cmocka_unit_test(failed_runs_should_leave_no_file_and_keep_the_old_one),
         cmocka_unit_test(unwritable_output_should_fail_on_every_rank),
         cmocka_unit_test(invalid_writes_should_be_rejected),

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/core_alloc.h"
+#include "core/core_io.h"
 #include "core/core_log.h"
 #include "wq_version.h"
 
@@ -134,7 +135,8 @@ static wq_status write_atomic(const char *path, const void *const *parts, const 
     for (int k = 0; ok && k < n; k++)
         if (sizes[k] && fwrite(parts[k], 1, sizes[k], f) != sizes[k]) ok = 0;
     if (f) {
-        if (fflush(f) != 0 || fsync(fileno(f)) != 0) ok = 0;
+        /* durable before the rename; its pages are dropped for the next writes (core_io.h) */
+        if (fflush(f) != 0 || wq_io_write_behind(fileno(f), tmp) != WQ_OK) ok = 0;
         if (fclose(f) != 0) ok = 0;
     }
     if (ok && rename(tmp, path) != 0) ok = 0;

@@ -6,10 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "algos/algo_gptq.h"
@@ -18,6 +20,7 @@
 #include "cli/cli.h"
 #include "cli/cli_plan.h"
 #include "core/core_alloc.h"
+#include "core/core_io.h"
 #include "core/core_log.h"
 #include "dist/dist_reduce.h"
 #include "kernels/kern_exact.h"
@@ -409,11 +412,12 @@ done:
     return st;
 }
 
-/* Writes n bytes (chunk at a time from buf) to a fresh `path`, with an fsync when durable; *bw
- * receives bytes/s. WQ_ERR_ARG when the file cannot be created (logged), WQ_ERR_IO on a short
- * write or a failed fsync. */
-static wq_status write_probe(const char *path, const char *buf, size_t n, size_t chunk, int durable,
-                             double *bw)
+/* Writes n bytes (chunk at a time from buf) into the new file `path` as the container writer does:
+ * with write-behind every `window` bytes (core_io.h; 0: none), then an fsync. *wbw receives the
+ * rate of the whole (bytes/s), *sbw the rate of its flushes alone. The file is left in place.
+ * WQ_ERR_ARG when it cannot be created (logged), WQ_ERR_IO on a short write or a failed sync. */
+static wq_status write_probe(const char *path, const char *buf, size_t n, size_t chunk,
+                             size_t window, double *wbw, double *sbw)
 {
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
     if (fd < 0) {
@@ -422,68 +426,138 @@ static wq_status write_probe(const char *path, const char *buf, size_t n, size_t
         return WQ_ERR_ARG;
     }
     wq_status st = WQ_OK;
-    double t0 = wq_cli_now();
-    for (size_t off = 0; off < n && st == WQ_OK; off += chunk)
+    double t_sync = 0, t;
+    size_t pending = 0;
+    const double t0 = wq_cli_now();
+    for (size_t off = 0; off < n && st == WQ_OK; off += chunk) {
         if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-    if (durable && st == WQ_OK && fsync(fd) != 0) st = WQ_ERR_IO;
-    *bw = (double)n / (wq_cli_now() - t0);
+        pending += chunk;
+        if (st == WQ_OK && window > 0 && pending >= window) {
+            pending = 0;
+            t = wq_cli_now();
+            st = wq_io_write_behind(fd, path);
+            t_sync += wq_cli_now() - t;
+        }
+    }
+    t = wq_cli_now();
+    if (st == WQ_OK && fsync(fd) != 0) st = WQ_ERR_IO;
+    t_sync += wq_cli_now() - t;
+    *wbw = (double)n / (wq_cli_now() - t0);
+    *sbw = (double)n / (t_sync > 1e-9 ? t_sync : 1e-9);
     close(fd);
     return st;
 }
 
+typedef struct {
+    int fd;
+    size_t off, n, chunk;
+    wq_status st;
+} reader_job;
+
+/* One reader of the node probe: its share of the file into its own fresh memory. */
+static void *reader_run(void *arg)
+{
+    reader_job *r = arg;
+    char *dst = wq_malloc(r->n);
+    r->st = dst ? WQ_OK : WQ_ERR_NOMEM;
+    for (size_t o = 0; dst && o < r->n && r->st == WQ_OK; o += r->chunk) {
+        const size_t c = r->n - o < r->chunk ? r->n - o : r->chunk;
+        if (pread(r->fd, dst + o, c, (off_t)(r->off + o)) != (ssize_t)c) r->st = WQ_ERR_IO;
+    }
+    wq_free(dst);
+    return NULL;
+}
+
+/* Reads of all ranks of a node together: `readers` threads each read 1/readers of the first n
+ * bytes of fd (in the page cache) into fresh memory at once; *bw receives the aggregate rate. */
+static wq_status node_read_probe(int fd, size_t n, size_t chunk, int readers, double *bw)
+{
+    if (readers > 64) readers = 64;
+    reader_job job[64];
+    pthread_t th[64];
+    const size_t share = n / (size_t)readers / chunk * chunk;
+    wq_status st = share > 0 ? WQ_OK : WQ_ERR_ARG;
+    int started = 0;
+    const double t0 = wq_cli_now();
+    for (; st == WQ_OK && started < readers; started++) {
+        job[started] = (reader_job){fd, (size_t)started * share, share, chunk, WQ_OK};
+        if (pthread_create(&th[started], NULL, reader_run, &job[started]) != 0) st = WQ_ERR_IO;
+    }
+    if (st != WQ_OK) started--; /* the failed one was not started */
+    for (int k = 0; k < started; k++) {
+        pthread_join(th[k], NULL);
+        if (job[k].st != WQ_OK && st == WQ_OK) st = job[k].st;
+    }
+    *bw = (double)share * (double)readers / (wq_cli_now() - t0);
+    return st;
+}
+
+static double median3(const double v[3])
+{
+    return fmax(fmin(v[0], v[1]), fmin(fmax(v[0], v[1]), v[2]));
+}
+
 static wq_status measure_fs(const char *dir, wq_machine *m)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/.wquant-calibrate-%ld.tmp", dir, (long)getpid());
-    const size_t n = 1024u << 20, chunk = 8u << 20;
+    char path[3][4200];
+    for (int k = 0; k < 3; k++)
+        snprintf(path[k], sizeof path[k], "%s/.wquant-calibrate-%ld-%d.tmp", dir, (long)getpid(),
+                 k);
+    const size_t n = 512u << 20, chunk = 8u << 20;
     char *buf = wq_malloc(chunk);
     if (!buf) return WQ_ERR_NOMEM;
     memset(buf, 0x5a, chunk);
     wq_status st = WQ_OK;
-    /* the fastest of three buffered writes, like every other constant: the first write into memory
-     * the (virtual) machine has not touched lately can be 10x slower than the next ones; durable:
-     * the median of three writes + fsync (the disk's rate swings 3x run to run here) */
+    /* Three new files written as the container is (write-behind, then fsync), all kept until the
+     * end, so no write reuses the pages of an earlier probe file (rewriting one file would: up to
+     * 8x faster on a virtual machine whose host takes freed memory back after about a second).
+     * The pause first lets memory freed just before go back the same way, as memory freed by an
+     * earlier job has. Medians of the three (the disk swings run to run). */
+    nanosleep(&(struct timespec){.tv_sec = 2}, NULL);
     double wbw[3] = {0, 0, 0}, sbw[3] = {0, 0, 0};
-    for (int rep = 0; rep < 3 && st == WQ_OK; rep++)
-        st = write_probe(path, buf, n, chunk, 0, &wbw[rep]);
-    for (int rep = 0; rep < 3 && st == WQ_OK; rep++)
-        st = write_probe(path, buf, n, chunk, 1, &sbw[rep]);
-    if (st == WQ_ERR_ARG) { /* the probe could not be created: already reported */
-        unlink(path);
-        wq_free(buf);
-        return WQ_ERR_IO;
-    }
-    m->fs_write_bw = fmax(wbw[0], fmax(wbw[1], wbw[2]));
-    m->fs_sync_bw = fmax(fmin(sbw[0], sbw[1]), fmin(fmax(sbw[0], sbw[1]), sbw[2])); /* median */
-    int fd;
-    double t0;
-    /* read it back: the rate a process sees for a file in the page cache (what a model written or
-     * read just before sees; on a cluster set fs_*_bw to the parallel file system's rates) */
-    fd = open(path, O_RDONLY);
+    const size_t window = wq_io_write_behind_bytes();
+    int made = 0;
+    for (; made < 3 && st == WQ_OK; made++)
+        st = write_probe(path[made], buf, n, chunk, window, &wbw[made], &sbw[made]);
+    m->fs_write_bw = median3(wbw);
+    m->fs_sync_bw = median3(sbw);
+    /* read one back: the rate a process sees for a file in the page cache (what a model written or
+     * read just before sees; on a cluster set fs_*_bw to the parallel file system's rates). The
+     * write-behind dropped the file's pages: the first pass brings them back, the second counts */
+    int fd = st == WQ_OK ? open(path[0], O_RDONLY) : -1;
     if (fd >= 0) {
-        /* into fresh memory, as the reader does: page faults are part of the rate */
         char *dst = wq_malloc(n);
-        t0 = wq_cli_now();
-        for (size_t off = 0; dst && off < n && st == WQ_OK; off += chunk)
-            if (read(fd, dst + off, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-        m->fs_read_bw = (double)n / (wq_cli_now() - t0);
+        for (int pass = 0; pass < 2 && dst && st == WQ_OK; pass++) {
+            if (pass == 1) { /* into fresh memory, as the reader does: page faults count */
+                wq_free(dst);
+                dst = wq_malloc(n);
+            }
+            const double t0 = wq_cli_now();
+            for (size_t off = 0; dst && off < n && st == WQ_OK; off += chunk)
+                if (pread(fd, dst + off, chunk, (off_t)off) != (ssize_t)chunk) st = WQ_ERR_IO;
+            m->fs_read_bw = (double)n / (wq_cli_now() - t0);
+        }
         if (!dst) st = WQ_ERR_NOMEM;
         wq_free(dst);
         /* first touch of fresh memory (page faults + zeroing) */
-        t0 = wq_cli_now();
+        const double t0 = wq_cli_now();
         dst = wq_malloc(n);
         if (dst) memset(dst, 1, n);
         m->touch_bw = (double)n / (wq_cli_now() - t0);
-        /* page-cache copies scale with the cores; a parallel file system does not: set it */
-        m->fs_node_bw = m->fs_read_bw * m->cores_per_node;
+        /* every core reading at once (measured: page-cache copies into fresh memory need not
+         * scale with the cores); on a cluster set it to the parallel file system's node rate */
+        if (st == WQ_OK)
+            st = node_read_probe(fd, n, chunk, m->cores_per_node, &m->fs_node_bw);
         wq_free(dst);
         close(fd);
-    } else {
+    } else if (st == WQ_OK) {
         st = WQ_ERR_IO;
     }
-    unlink(path);
+    for (int k = 0; k < made; k++)
+        unlink(path[k]);
     wq_free(buf);
-    if (st != WQ_OK) WQ_LOG_ERROR("file-system probe '%s' failed", path);
+    if (st == WQ_ERR_ARG) return WQ_ERR_IO; /* the probe could not be created: already reported */
+    if (st != WQ_OK) WQ_LOG_ERROR("file-system probe in '%s' failed", dir);
     return st;
 }
 

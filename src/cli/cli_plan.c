@@ -85,8 +85,8 @@ static void print_text(const char *model, const wq_model_cfg *mc, const wq_cost_
         wq_cost_fmt_bytes(p->mem.acts, e, sizeof e), wq_cost_fmt_bytes(p->mem.weights, f, sizeof f),
         wq_cost_fmt_bytes(p->mem.algo, g, sizeof g),
         wq_cost_fmt_bytes(p->mem.transient, t, sizeof t));
-    printf("time      %s (%.0f s): startup %.1f s, tensor rounds %.1f s",
-           fmt_time(p->seconds, a, sizeof a), p->seconds, p->t_startup, p->t_rounds);
+    printf("time      %s (%.0f s): startup %.1f s, tensor rounds %.1f s, final fsync %.1f s",
+           fmt_time(p->seconds, a, sizeof a), p->seconds, p->t_startup, p->t_rounds, p->t_flush);
     if (calibrated)
         printf(", embedding %.1f s, %lld blocks x %.1f s", p->t_embed, (long long)s->n_layers,
                p->t_block);
@@ -131,6 +131,7 @@ static void print_json(const char *model, const wq_cost_shape *s, const wq_cost_
     cJSON_AddNumberToObject(r, "seconds_per_block", p->t_block);
     cJSON_AddNumberToObject(r, "seconds_rounds", p->t_rounds);
     cJSON_AddNumberToObject(r, "seconds_startup", p->t_startup);
+    cJSON_AddNumberToObject(r, "seconds_flush", p->t_flush);
     cJSON_AddNumberToObject(r, "peak_bytes_per_rank", p->mem.total);
     cJSON_AddNumberToObject(r, "peak_rss_mb", p->mem.total / 1048576.0);
     cJSON_AddStringToObject(r, "peak_phase", p->mem.phase);
@@ -180,6 +181,8 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
          "measure the machine constants and write the machine file"},
         {"scratch", WQ_OPT_VALUE, "DIR",
          "--calibrate: directory for the file-system probe (default .)"},
+        {"no-checkpoint", WQ_OPT_FLAG, NULL,
+         "the run will use quantize --no-checkpoint (no checkpoint entries written)"},
         {"json", WQ_OPT_FLAG, NULL, "one JSON object instead of the text report"},
         {"help", WQ_OPT_FLAG, NULL, "this help"},
         {NULL},
@@ -283,6 +286,7 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
     wq_cost_job j;
     wq_cli_cost_shape(&mc, src_bytes, &s);
     wq_cli_cost_job(&cfg, &j);
+    j.no_checkpoint = wq_cli_opt(opts, "no-checkpoint")->count > 0;
     wq_config_free(&cfg);
     const int rpn = (int)((ranks + nodes - 1) / nodes);
     if (threads == 0) threads = m.cores_per_node / rpn > 0 ? m.cores_per_node / rpn : 1;

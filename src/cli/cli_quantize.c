@@ -457,7 +457,7 @@ static wq_status run_rounds(wq_dist *d, const wq_config *cfg, const wq_st_model 
  * written when no grid fits the budget. *stages: 0 = choose. Collective. */
 static wq_status plan_grid(wq_dist *d, const wq_config *cfg, const wq_model_cfg *mc,
                            const wq_st_model *m, const char *machine_path, double budget,
-                           int64_t *stages, wq_cost_plan *out)
+                           int checkpoint, int64_t *stages, wq_cost_plan *out)
 {
     wq_machine mach;
     int measured = 0;
@@ -472,6 +472,7 @@ static wq_status plan_grid(wq_dist *d, const wq_config *cfg, const wq_model_cfg 
     wq_cost_job j;
     wq_cli_cost_shape(mc, src_bytes, &s);
     wq_cli_cost_job(cfg, &j);
+    j.no_checkpoint = !checkpoint;
     const int size = wq_dist_size(d), rpn = wq_dist_node_size(d);
     const char *nt = getenv("OPENBLAS_NUM_THREADS");
     const int threads = nt && atoi(nt) > 0 ? atoi(nt) : 1;
@@ -591,7 +592,8 @@ int wq_cmd_quantize(int argc, char **argv, wq_dist *d)
     st = wq_dist_agree(d, st);
     wq_cost_plan cp = {0};
     if (st == WQ_OK)
-        st = plan_grid(d, &cfg, &mc, m, wq_cli_opt(opts, "machine")->value, budget, &stages, &cp);
+        st = plan_grid(d, &cfg, &mc, m, wq_cli_opt(opts, "machine")->value, budget, use_ckpt,
+                       &stages, &cp);
     if (st == WQ_OK) st = build_plan(d, &cfg, m, &p);
     if (st == WQ_OK) {
         cfg_json = wq_config_to_json(&cfg);

@@ -10,6 +10,7 @@
 #include "algos/algo_gptq.h"
 #include "algos/algo_rtn.h"
 #include "core/core_alloc.h"
+#include "core/core_io.h"
 #include "core/core_log.h"
 #include "dist/dist_plan.h"
 #include "kernels/kern_hessian.h"
@@ -108,6 +109,22 @@ double wq_cost_qlinear_bytes(int64_t rows, int64_t cols, const wq_cost_job *j)
     return b;
 }
 
+double wq_cost_ckpt_bytes(int64_t rows, int64_t cols, const wq_cost_job *j)
+{
+    if (j->no_checkpoint ||
+        (j->algo != WQ_COST_RTN && j->algo != WQ_COST_HQQ && j->algo != WQ_COST_GPTQ))
+        return 0.0;
+    const double codes = (double)rows * (double)cols * (j->bits <= 4 ? 0.5 : 1.0);
+    return codes + 8.0 * (double)(rows * ngroups_of(cols, j)); /* + f32 scales and zero points */
+}
+
+/* Seconds to write n bytes and fsync them (a checkpoint entry): with write-behind (core_io.h)
+ * fs_write_bw is calibrated durable already, without it the flush follows the writes. */
+static double durable_s(const wq_machine *m, double n)
+{
+    return n / m->fs_write_bw + (wq_io_write_behind_bytes() > 0 ? 0.0 : n / m->fs_sync_bw);
+}
+
 static double blas_rate(double r, int threads)
 {
     return threads > 1 ? r * (double)threads * WQ_COST_THREAD_EFF : r;
@@ -156,9 +173,12 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
     o->bytes_read = (double)wq_cost_block_params(s) * s->src_bytes;
     o->t_load = o->bytes_read / fs_rate(m, m->fs_read_bw, sharing) +
                 (double)wq_cost_block_params(s) * 4.0 / m->touch_bw;
-    for (int i = 0; i < 7; i++)
+    double ckpt = 0;
+    for (int i = 0; i < 7; i++) {
         o->bytes_written += wq_cost_qlinear_bytes(L[i].rows, L[i].cols, j);
-    o->t_write = o->bytes_written / m->fs_write_bw;
+        ckpt += wq_cost_ckpt_bytes(L[i].rows, L[i].cols, j);
+    }
+    o->t_write = o->bytes_written / m->fs_write_bw + durable_s(m, ckpt);
 
     switch (j->algo) {
     case WQ_COST_RTN:
@@ -390,15 +410,22 @@ void wq_cost_peak_memory(const wq_cost_shape *s, const wq_cost_job *j, const wq_
 /* ---- the whole run -----------------------------------------------------------------------------
  */
 
-/* Seconds of one tensor in the rounds; *wbytes receives the bytes it writes. A rank writing alone
- * gets the node's fs_write_bw: the node's share is the floor that rounds_seconds adds. */
-static double item_seconds(const wq_cost_job *j, const wq_machine *m, double numel, int64_t rows,
-                           int64_t cols, int quantized, int src_bytes, int sharing, double *wbytes)
+/* One tensor of the rounds: seconds on the rank that owns it, bytes it reads from the model and
+ * writes into the container (the node's reads and container writes are shared: rounds_seconds). */
+typedef struct {
+    double sec, rbytes, wbytes;
+} round_item;
+
+static round_item item_seconds(const wq_cost_job *j, const wq_machine *m, double numel,
+                               int64_t rows, int64_t cols, int quantized, int src_bytes,
+                               int sharing)
 {
-    const double rbw = fs_rate(m, m->fs_read_bw, sharing), wbw = m->fs_write_bw;
-    const double rd = numel * src_bytes / rbw;
-    *wbytes = quantized ? wq_cost_qlinear_bytes(rows, cols, j) : numel * src_bytes;
-    if (!quantized) return rd + *wbytes / wbw;
+    round_item it = {.rbytes = numel * src_bytes};
+    it.wbytes = quantized ? wq_cost_qlinear_bytes(rows, cols, j) : numel * src_bytes;
+    const double rd = it.rbytes / fs_rate(m, m->fs_read_bw, sharing);
+    const double wsec = it.wbytes / m->fs_write_bw;
+    it.sec = rd + wsec;
+    if (!quantized) return it;
     /* freshly touched: codes and packing, and the whole-layer f32 W unless RTN streams it through
      * the cache; that W also makes one pass to memory and back */
     const double w32 = rtn_streams(j) ? 0.0 : numel * 4.0;
@@ -406,11 +433,14 @@ static double item_seconds(const wq_cost_job *j, const wq_machine *m, double num
     double q = j->algo == WQ_COST_HQQ
                    ? numel / m->hqq_rate * (double)(j->hqq_iters > 0 ? j->hqq_iters : 20) / 20.0
                    : quant_s(j, m, numel);
-    return rd + fresh + w32 / m->mem_bw + q + *wbytes / wbw;
+    it.sec += fresh + w32 / m->mem_bw + q + durable_s(m, wq_cost_ckpt_bytes(rows, cols, j));
+    return it;
 }
 
 /* Tensor rounds: the same longest-processing-time assignment and order the driver uses, then
- * round k takes the slowest k-th item over the ranks. */
+ * round k lasts as long as the slowest k-th item over the ranks, or as one node's reads and
+ * container writes in that round at the node's rates (ranks fill nodes in order; writes into the
+ * one file serialise on it). */
 static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, const wq_machine *m,
                                 int ranks, int ranks_per_node, double *out, int64_t *n_items)
 {
@@ -418,73 +448,72 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     int64_t in_of[4];
     linears(s, L, in_of);
     const int calibrated = j->algo != WQ_COST_RTN && j->algo != WQ_COST_HQQ;
-    const int sharing = ranks < ranks_per_node ? ranks : (ranks_per_node < 1 ? 1 : ranks_per_node);
+    const int rpn = ranks_per_node < 1 ? 1 : ranks_per_node;
+    const int sharing = ranks < rpn ? ranks : rpn;
     const int64_t per_block = 2 + 7 + (s->qkv_bias ? 3 : 0);
     const int64_t n = 3 + s->n_layers * per_block;
-    double *sec = wq_calloc((size_t)n, sizeof *sec);
+    round_item *item = wq_calloc((size_t)n, sizeof *item);
     int64_t *cost = wq_calloc((size_t)n, sizeof *cost);
     int *owner = wq_calloc((size_t)n, sizeof *owner);
     int64_t *order = wq_calloc((size_t)n, sizeof *order);
-    double *wby = wq_calloc((size_t)n, sizeof *wby);
+    int64_t *next = wq_calloc((size_t)ranks, sizeof *next);
+    const int nodes = (ranks + rpn - 1) / rpn;
+    double *node_s = wq_calloc((size_t)nodes, sizeof *node_s);
     wq_status st = WQ_OK;
-    WQ_CHECK_GOTO(sec && cost && owner && order && wby, st, WQ_ERR_NOMEM, done, "out of memory");
+    WQ_CHECK_GOTO(item && cost && owner && order && next && node_s, st, WQ_ERR_NOMEM, done,
+                  "out of memory");
     for (int64_t i = 0; i < n; i++)
-        sec[i] = -1.0; /* not in the rounds */
+        item[i].sec = -1.0; /* not in the rounds */
     const int sb = s->src_bytes;
     const double vd = (double)(s->vocab * s->d);
-    sec[0] = item_seconds(j, m, vd, s->vocab, s->d, 0, sb, sharing, &wby[0]);
-    sec[1] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing, &wby[1]);
+    item[0] = item_seconds(j, m, vd, s->vocab, s->d, 0, sb, sharing);
+    item[1] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing);
     if (!s->tied) /* else there is no lm_head tensor */
-        sec[2] = item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, sb, sharing, &wby[2]);
+        item[2] = item_seconds(j, m, vd, s->vocab, s->d, j->quant_lm_head, sb, sharing);
     int64_t k = 3;
     for (int64_t b = 0; b < s->n_layers; b++) {
         for (int i = 0; i < 2; i++, k++)
-            sec[k] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing, &wby[k]);
+            item[k] = item_seconds(j, m, (double)s->d, 1, s->d, 0, sb, sharing);
         for (int i = 0; i < 7; i++, k++)
             if (!calibrated)
-                sec[k] = item_seconds(j, m, (double)(L[i].rows * L[i].cols), L[i].rows, L[i].cols,
-                                      1, sb, sharing, &wby[k]);
+                item[k] = item_seconds(j, m, (double)(L[i].rows * L[i].cols), L[i].rows,
+                                       L[i].cols, 1, sb, sharing);
         for (int i = 0; s->qkv_bias && i < 3; i++, k++)
-            sec[k] = item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, sb, sharing, &wby[k]);
+            item[k] = item_seconds(j, m, (double)L[i].rows, 1, L[i].rows, 0, sb, sharing);
     }
-    double node_bytes = 0; /* what the ranks of one node write into the container */
     for (int64_t i = 0; i < n; i++)
-        if (sec[i] >= 0) node_bytes += wby[i] * (double)sharing / (double)ranks;
-    for (int64_t i = 0; i < n; i++)
-        cost[i] = sec[i] < 0 ? -1 : (int64_t)(sec[i] * 1e9) + 1;
+        cost[i] = item[i].sec < 0 ? -1 : (int64_t)(item[i].sec * 1e9) + 1;
     *n_items = 0;
     for (int64_t i = 0; i < n; i++)
         *n_items += cost[i] > 0;
     WQ_TRY_GOTO(wq_dist_plan_items(cost, n, ranks, owner, order), st, done);
-    {
-        /* round r: every rank's r-th item */
-        double total = 0;
-        int64_t *next = wq_calloc((size_t)ranks, sizeof *next);
-        WQ_CHECK_GOTO(next, st, WQ_ERR_NOMEM, done, "out of memory");
-        for (;;) {
-            double worst = -1;
-            for (int r = 0; r < ranks; r++) {
-                while (next[r] < n && (owner[order[next[r]]] != r || cost[order[next[r]]] < 0))
-                    next[r]++;
-                if (next[r] < n) {
-                    worst = fmax(worst, sec[order[next[r]]]);
-                    next[r]++;
-                }
+    double total = 0;
+    for (;;) { /* round r: every rank's r-th item */
+        double worst = -1;
+        for (int r = 0; r < ranks; r++) {
+            while (next[r] < n && (owner[order[next[r]]] != r || cost[order[next[r]]] < 0))
+                next[r]++;
+            if (next[r] < n) {
+                const round_item *it = &item[order[next[r]++]];
+                worst = fmax(worst, it->sec);
+                node_s[r / rpn] += it->rbytes / m->fs_node_bw + it->wbytes / m->fs_write_bw;
             }
-            if (worst < 0) break;
-            total += worst + (ranks > 1 ? 2.0 * m->net_lat * ceil(log2((double)ranks)) : 0.0);
         }
-        wq_free(next);
-        /* however the rounds fall, the node's writes reach the disk at fs_sync_bw before the
-         * container can be complete */
-        *out = fmax(total, node_bytes / m->fs_sync_bw);
+        if (worst < 0) break;
+        for (int nd = 0; nd < nodes; nd++) {
+            worst = fmax(worst, node_s[nd]);
+            node_s[nd] = 0;
+        }
+        total += worst + (ranks > 1 ? 2.0 * m->net_lat * ceil(log2((double)ranks)) : 0.0);
     }
+    *out = total;
 done:
-    wq_free(sec);
+    wq_free(item);
     wq_free(cost);
     wq_free(owner);
     wq_free(order);
-    wq_free(wby);
+    wq_free(next);
+    wq_free(node_s);
     return st;
 }
 
@@ -539,7 +568,14 @@ wq_status wq_cost_run(const wq_cost_shape *s, const wq_cost_job *j, const wq_mac
     } else {
         o->useful_ranks = n_items;
     }
-    o->seconds = o->t_startup + o->t_rounds + o->t_embed + o->t_blocks;
+    /* every node fsyncs its share of the container after its last write: what write-behind left
+     * dirty, at most one window per rank (core_io.h) */
+    const int node_ranks = ranks_per_node < 1 ? 1 : (ranks < ranks_per_node ? ranks : ranks_per_node);
+    const double window = (double)wq_io_write_behind_bytes();
+    double dirty = o->container_bytes * (double)node_ranks / (double)ranks;
+    if (window > 0) dirty = fmin(dirty, window * node_ranks);
+    o->t_flush = dirty / m->fs_sync_bw;
+    o->seconds = o->t_startup + o->t_rounds + o->t_embed + o->t_blocks + o->t_flush;
     return WQ_OK;
 }
 

@@ -39,11 +39,13 @@ typedef struct {
     double mem_bw;       /* bytes/s, memcpy of large buffers */
     double touch_bw;     /* bytes/s, first touch of freshly allocated memory (faults + zeroing) */
     double fs_read_bw;   /* bytes/s, one rank reading model files into fresh memory */
-    double fs_write_bw;  /* bytes/s, writing the container: one node, all its ranks together (writes
-                            into one file serialise on the file, locally and per client) */
+    double fs_write_bw;  /* bytes/s, buffered writes into pages the file system allocates fresh (the
+                            container only grows): one node, all its ranks together (writes into
+                            one file serialise on the file, locally and per client) */
     double fs_node_bw;   /* bytes/s, reads of all ranks of a node together */
-    double fs_sync_bw;   /* bytes/s, the node's writes reaching stable storage (write + fsync): the
-                            container is fsync'ed before it is marked complete */
+    double fs_sync_bw;   /* bytes/s, written (dirty) pages reaching stable storage (fsync after the
+                            writes): the container is fsync'ed before it is marked complete, each
+                            checkpoint entry when it is written */
     double net_bw;       /* bytes/s, allreduce payload rate between ranks */
     double net_lat;      /* seconds per message */
     double base_rss;     /* bytes resident in an idle wquant rank (MPI, HDF5, BLAS, code) */
@@ -83,6 +85,8 @@ typedef struct {
     int64_t teq_steps;
     int64_t teq_snapshot_every; /* TEQ: full-calibration forward every N steps (0 = none) */
     int64_t n_samples, seqlen; /* calibration (ignored by RTN/HQQ) */
+    bool no_checkpoint; /* quantize --no-checkpoint; else RTN/HQQ/GPTQ write and fsync one checkpoint
+                           entry per quantized linear (cli_ckpt.h) */
 } wq_cost_job;
 
 /* One block, with D ranks per stage and `threads` BLAS threads per rank. */
@@ -116,6 +120,7 @@ typedef struct {
     int64_t useful_ranks; /* more ranks than this add no parallelism */
     double seconds;       /* predicted wall time */
     double t_startup, t_rounds, t_embed, t_blocks, t_block; /* t_block: one block */
+    double t_flush; /* the container's dirty pages reaching storage at the end (fsync) */
     wq_cost_block block;
     wq_cost_mem mem;
     double bytes_read, bytes_written, container_bytes, model_bytes;
@@ -137,6 +142,9 @@ double wq_cost_forward_flops(const wq_cost_shape *s, int64_t n_seq, int64_t T);
 
 /* Bytes of one quantized linear in the container: packed codes + f32 scales (+ zeros for int). */
 double wq_cost_qlinear_bytes(int64_t rows, int64_t cols, const wq_cost_job *j);
+/* Bytes of its checkpoint entry (codes two per byte up to 4 bits, else one; f32 scales and zero
+ * points); 0 when the job writes no checkpoint. */
+double wq_cost_ckpt_bytes(int64_t rows, int64_t cols, const wq_cost_job *j);
 
 /* One block. WQ_ERR_ARG on nonsense shapes or D/threads < 1. */
 wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const wq_machine *m,
