@@ -217,13 +217,13 @@ int wq_cmd_plan(int argc, char **argv, wq_dist *d)
                 "wrote %s: sgemm %.1f GF/s, dgemm %.1f GF/s, block forward %.1f GF/s, GPTQ "
                 "factorisation "
                 "%.1f GF/s, solve %.1f GF/s, exact adds %.0f M/s, RTN %.0f M weights/s, HQQ %.1f M "
-                "weights/s, memcpy %.1f GB/s, first touch %.1f GB/s, fs read %.2f GB/s, write %.2f "
-                "GB/s (durable %.2f GB/s), allreduce %.2f GB/s, "
-                "base RSS %.0f MiB, %d cores, %.1f GiB\n",
+                "weights/s, memcpy %.1f GB/s, first touch %.1f GB/s, fs read %.2f GB/s (node "
+                "%.2f GB/s), write %.2f GB/s (flush %.2f GB/s), allreduce %.2f GB/s, base RSS %.0f "
+                "MiB, %d cores, %.1f GiB\n",
                 out, m.gemm_flops / 1e9, m.dgemm_flops / 1e9, m.fwd_flops / 1e9, m.chol_flops / 1e9,
                 m.solve_flops / 1e9, m.exact_rate / 1e6, m.quant_rate / 1e6, m.hqq_rate / 1e6,
-                m.mem_bw / 1e9, m.touch_bw / 1e9, m.fs_read_bw / 1e9, m.fs_write_bw / 1e9,
-                m.fs_sync_bw / 1e9, m.net_bw / 1e9, m.base_rss / 1048576.0, m.cores_per_node,
+                m.mem_bw / 1e9, m.touch_bw / 1e9, m.fs_read_bw / 1e9, m.fs_node_bw / 1e9,
+                m.fs_write_bw / 1e9, m.fs_sync_bw / 1e9, m.net_bw / 1e9, m.base_rss / 1048576.0, m.cores_per_node,
                 m.mem_per_node / 1073741824.0);
         return wq_cli_exit_code(st);
     }

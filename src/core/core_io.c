@@ -17,8 +17,10 @@ size_t wq_io_write_behind_bytes(void)
     char *end = NULL;
     const double mb = strtod(e, &end);
     if (end == e || *end || !(mb >= 0) || mb > 1e9) {
-        WQ_LOG_WARN("WQ_WRITE_BEHIND_MB='%s' is not a size in MiB: using %zu MiB", e,
-                    WQ_WRITE_BEHIND_DEFAULT_BYTES >> 20);
+        static int warned; /* once per process: the planner asks many times */
+        if (!warned++)
+            WQ_LOG_WARN("WQ_WRITE_BEHIND_MB='%s' is not a size in MiB: using %zu MiB", e,
+                        WQ_WRITE_BEHIND_DEFAULT_BYTES >> 20);
         return WQ_WRITE_BEHIND_DEFAULT_BYTES;
     }
     return (size_t)(mb * 1048576.0);
