@@ -24,7 +24,9 @@ REPORT=$WORK/plan_report.md
 
 if [[ ${WQ_REPORT_SKIP_RUNS:-0} == 0 || ! -f $MACHINE ]]; then
     echo "== calibrating this machine -> $MACHINE"
-    $NICE "$WQ" plan --calibrate --machine "$MACHINE" --scratch "$WORK"
+    # two ranks: the exact allreduce is measured between them (one process would guess net_bw);
+    # rank 1 sleeps while rank 0 runs the other probes, unbound (the node read probe needs every core)
+    $NICE mpiexec --bind-to none -n 2 "$WQ" plan --calibrate --machine "$MACHINE" --scratch "$WORK"
 fi
 
 # Calibration: small so the report finishes in minutes (the extrapolation uses 128 x 2048).
@@ -46,7 +48,7 @@ json_num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" <<<"$2" | head -1; }
 
 {
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo);" \
-         "constants measured by \`wquant plan --calibrate\` ($MACHINE); runs under \`$NICE\`, 1 BLAS thread per rank."
+         "constants measured by \`mpiexec --bind-to none -n 2 wquant plan --calibrate\` ($MACHINE); runs under \`$NICE\`, 1 BLAS thread per rank."
     echo "Calibration for GPTQ: 8 samples x 128 tokens. Measured time: quantize's own wall clock (start to"
     echo "container complete; RTN: the median of 5 runs), each run after a \`sync\` and a 2 s pause; peak RSS: getrusage"
     echo "max over ranks (as \`eval --json\` peak_rss_mb; RTN: the largest of the 5)."

@@ -4,6 +4,8 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "core/core_alloc.h"
 #include "dist/dist.h"
@@ -86,6 +88,36 @@ static void exact_add_should_flag_out_of_range_terms(void **state)
     assert_true(y[0] == -5.0 && y[1] == 0x1p-59);
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + 1e-6 * (double)u.ru_utime.tv_usec +
+           (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
+}
+
+static double wall_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The idle barrier waits for the last rank (rank 0 arrives 0.3 s late) and sleeps while it waits:
+ * the early ranks use well under the 0.3 s of CPU a spinning wait would. */
+static void idle_barrier_should_wait_without_spinning(void **state)
+{
+    (void)state;
+    const int rank = wq_dist_rank(g_dist);
+    assert_int_equal(wq_dist_barrier(g_dist), WQ_OK);
+    const double w0 = wall_seconds(), c0 = cpu_seconds();
+    if (rank == 0) nanosleep(&(struct timespec){.tv_nsec = 300000000}, NULL);
+    assert_int_equal(wq_dist_barrier_idle(g_dist), WQ_OK);
+    const double waited = wall_seconds() - w0, cpu = cpu_seconds() - c0;
+    assert_true(waited >= 0.29);
+    if (rank != 0) assert_true(cpu < 0.1);
+}
+
 int main(int argc, char **argv)
 {
     if (wq_dist_create(&argc, &argv, &g_dist) != WQ_OK) return 1;
@@ -94,6 +126,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exact_reduce_should_match_serial_sum_bitwise),
         cmocka_unit_test(exact_add_should_flag_out_of_range_terms),
+        cmocka_unit_test(idle_barrier_should_wait_without_spinning),
     };
     int failed = cmocka_run_group_tests_name(name, tests, NULL, NULL);
     MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

@@ -37,6 +37,9 @@ wq_status wq_dist_bcast_bytes(wq_dist *d, int root, void **buf, size_t *n);
 /* In-place broadcast of a fixed-size buffer. Collective. */
 wq_status wq_dist_bcast(wq_dist *d, int root, void *buf, size_t n);
 wq_status wq_dist_barrier(wq_dist *d);
+/* A barrier that sleeps while it waits (1 ms polls) instead of spinning on a core: for ranks that
+ * idle while another rank measures the machine. Collective. WQ_ERR_MPI. */
+wq_status wq_dist_barrier_idle(wq_dist *d);
 /* Element-wise reductions in place over all ranks (result on every rank). Not order-deterministic
  * across rank counts for floats: use the chunked reductions of dist_reduce.h for statistics. */
 wq_status wq_dist_allreduce_max_f64(wq_dist *d, double *x, int64_t n);

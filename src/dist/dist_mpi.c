@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core_alloc.h"
 #include "core/core_log.h"
@@ -152,6 +153,17 @@ wq_status wq_dist_barrier(wq_dist *d)
 {
     WQ_MPI_TRY(MPI_Barrier(d->comm));
     return WQ_OK;
+}
+
+wq_status wq_dist_barrier_idle(wq_dist *d)
+{
+    MPI_Request rq;
+    WQ_MPI_TRY(MPI_Ibarrier(d->comm, &rq));
+    for (int done = 0;;) {
+        WQ_MPI_TRY(MPI_Test(&rq, &done, MPI_STATUS_IGNORE));
+        if (done) return WQ_OK;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
 }
 
 wq_status wq_dist_allreduce_max_f64(wq_dist *d, double *x, int64_t n)
