@@ -428,18 +428,14 @@ static wq_status write_probe(const char *path, const char *buf, size_t n, size_t
         return WQ_ERR_ARG;
     }
     wq_status st = WQ_OK;
+    wq_io_behind wb = {.fd = fd, .window = window, .path = path};
     double t_sync = 0, t;
-    size_t pending = 0;
     const double t0 = wq_cli_now();
     for (size_t off = 0; off < n && st == WQ_OK; off += chunk) {
         if (write(fd, buf, chunk) != (ssize_t)chunk) st = WQ_ERR_IO;
-        pending += chunk;
-        if (st == WQ_OK && window > 0 && pending >= window) {
-            pending = 0;
-            t = wq_cli_now();
-            st = wq_io_write_behind(fd, path);
-            t_sync += wq_cli_now() - t;
-        }
+        t = wq_cli_now();
+        if (st == WQ_OK) st = wq_io_behind_wrote(&wb, chunk);
+        t_sync += wq_cli_now() - t;
     }
     t = wq_cli_now();
     if (st == WQ_OK && fsync(fd) != 0) st = WQ_ERR_IO;

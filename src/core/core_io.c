@@ -26,6 +26,15 @@ size_t wq_io_write_behind_bytes(void)
     return (size_t)(mb * 1048576.0);
 }
 
+wq_status wq_io_behind_wrote(wq_io_behind *b, size_t bytes)
+{
+    if (b->fd < 0 || b->window == 0) return WQ_OK;
+    b->pending += bytes;
+    if (b->pending < b->window) return WQ_OK;
+    b->pending = 0;
+    return wq_io_write_behind(b->fd, b->path);
+}
+
 wq_status wq_io_write_behind(int fd, const char *path)
 {
     if (fdatasync(fd) != 0) {

@@ -28,6 +28,17 @@ size_t wq_io_write_behind_bytes(void);
  * sync or drop this kind of file (EINVAL, e.g. a pipe) is not an error. */
 wq_status wq_io_write_behind(int fd, const char *path);
 
+/* A writer's write-behind state: fd < 0 or window 0 means none. */
+typedef struct {
+    int fd;
+    size_t window, pending; /* the window; bytes written since the last write-behind */
+    const char *path;       /* named in errors */
+} wq_io_behind;
+
+/* Counts `bytes` just written to b->fd; once a window's worth is pending, wq_io_write_behind.
+ * Errors as wq_io_write_behind. */
+wq_status wq_io_behind_wrote(wq_io_behind *b, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -130,6 +130,13 @@ static double blas_rate(double r, int threads)
     return threads > 1 ? r * (double)threads * WQ_COST_THREAD_EFF : r;
 }
 
+/* How many of `ranks` ranks share one node when nodes hold ranks_per_node (< 1: one) each. */
+static int ranks_on_node(int ranks, int ranks_per_node)
+{
+    const int rpn = ranks_per_node < 1 ? 1 : ranks_per_node;
+    return ranks < rpn ? ranks : rpn;
+}
+
 /* Per-rank file-system rate when `sharing` ranks of a node read or write at once. */
 static double fs_rate(const wq_machine *m, double per_rank, int sharing)
 {
@@ -166,7 +173,7 @@ wq_status wq_cost_block_eval(const wq_cost_shape *s, const wq_cost_job *j, const
     const int64_t nl = (n + D - 1) / D; /* sequences on the busiest rank */
     const double fwd_rate = blas_rate(m->fwd_flops, threads);
     const double pb_lin = (double)wq_cost_block_linear_params(s);
-    const int sharing = ranks_per_node < 1 ? 1 : (D < ranks_per_node ? D : ranks_per_node);
+    const int sharing = ranks_on_node(D, ranks_per_node);
     o->flops_fwd1 = wq_cost_forward_flops(s, n, T);
     const double fwd_local = wq_cost_forward_flops(s, nl, T);
     /* every stage rank loads the whole block (converted to f32) */
@@ -449,7 +456,7 @@ static wq_status rounds_seconds(const wq_cost_shape *s, const wq_cost_job *j, co
     linears(s, L, in_of);
     const int calibrated = j->algo != WQ_COST_RTN && j->algo != WQ_COST_HQQ;
     const int rpn = ranks_per_node < 1 ? 1 : ranks_per_node;
-    const int sharing = ranks < rpn ? ranks : rpn;
+    const int sharing = ranks_on_node(ranks, rpn);
     const int64_t per_block = 2 + 7 + (s->qkv_bias ? 3 : 0);
     const int64_t n = 3 + s->n_layers * per_block;
     round_item *item = wq_calloc((size_t)n, sizeof *item);
@@ -570,7 +577,7 @@ wq_status wq_cost_run(const wq_cost_shape *s, const wq_cost_job *j, const wq_mac
     }
     /* every node fsyncs its share of the container after its last write: what write-behind left
      * dirty, at most one window per rank (core_io.h) */
-    const int node_ranks = ranks_per_node < 1 ? 1 : (ranks < ranks_per_node ? ranks : ranks_per_node);
+    const int node_ranks = ranks_on_node(ranks, ranks_per_node);
     const double window = (double)wq_io_write_behind_bytes();
     double dirty = o->container_bytes * (double)node_ranks / (double)ranks;
     if (window > 0) dirty = fmin(dirty, window * node_ranks);

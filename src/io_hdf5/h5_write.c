@@ -35,8 +35,7 @@ struct wq_h5_file {
     int64_t n;
     hid_t *ds;        /* [n][WQ__H5_SLOTS]; H5I_INVALID_HID where the entry has no such dataset */
     int64_t *written; /* [n][WCOLS], this rank's writes */
-    int wb_fd;        /* plain descriptor of the file for write-behind (core_io.h); -1: none */
-    size_t wb_window, wb_pending; /* write-behind window; bytes this rank wrote since the last */
+    wq_io_behind wb;  /* write-behind on a plain descriptor of the file (core_io.h); fd -1: none */
 };
 
 /* ---- declaration checks -----------------------------------------------------------------------
@@ -388,8 +387,8 @@ static int close_all(wq_h5_file *f)
     if (f->file >= 0) bad |= H5Fclose(f->file) < 0;
     if (bad) wq__h5_log_stack();
     f->file = f->t_f16 = f->t_bf16 = H5I_INVALID_HID;
-    if (f->wb_fd >= 0) close(f->wb_fd);
-    f->wb_fd = -1;
+    if (f->wb.fd >= 0) close(f->wb.fd);
+    f->wb.fd = -1;
     return bad;
 }
 
@@ -409,7 +408,7 @@ static wq_status file_alloc(wq_dist *d, const char *path, const wq_h5_entry *ent
     if (!f) return WQ_ERR_NOMEM;
     f->d = d;
     f->file = f->t_f16 = f->t_bf16 = H5I_INVALID_HID;
-    f->wb_fd = -1;
+    f->wb.fd = -1;
     f->n = n;
     snprintf(f->path, sizeof f->path, "%s", path);
     snprintf(f->tmp, sizeof f->tmp, "%s.tmp", path);
@@ -489,9 +488,10 @@ wq_status wq_h5_create(wq_dist *d, const char *path, const wq_h5_entry *entries,
     if (ok) f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, fcpl, fapl);
     if (fapl >= 0) H5Pclose(fapl);
     if (fcpl >= 0) H5Pclose(fcpl);
-    f->wb_window = wq_io_write_behind_bytes();
-    if (f->file >= 0 && f->wb_window > 0) /* best effort: without it the final flush does it all */
-        f->wb_fd = open(f->tmp, O_RDONLY | O_CLOEXEC);
+    f->wb.window = wq_io_write_behind_bytes();
+    f->wb.path = f->tmp;
+    if (f->file >= 0 && f->wb.window > 0) /* best effort: without it the final flush does it all */
+        f->wb.fd = open(f->tmp, O_RDONLY | O_CLOEXEC);
     if (f->file < 0) {
         wq__h5_log_stack();
         WQ_LOG_ERROR("cannot create the HDF5 file '%s' (for the output '%s')", f->tmp, f->path);
@@ -533,7 +533,7 @@ static wq_status write_block(wq_h5_file *f, int64_t idx, int slot, hid_t mtype, 
     if (rc < 0) wq__h5_log_stack();
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
-    if (rc >= 0 && f->wb_fd >= 0) {
+    if (rc >= 0 && f->wb.fd >= 0) {
         hssize_t npts = 1;
         if (start) {
             for (int k = 0; k < ndim; k++)
@@ -543,11 +543,7 @@ static wq_status write_block(wq_h5_file *f, int64_t idx, int slot, hid_t mtype, 
             npts = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : 0;
             if (sp >= 0) H5Sclose(sp);
         }
-        f->wb_pending += (size_t)(npts > 0 ? npts : 0) * H5Tget_size(mtype);
-        if (f->wb_pending >= f->wb_window) {
-            f->wb_pending = 0;
-            WQ_TRY(wq_io_write_behind(f->wb_fd, f->tmp));
-        }
+        WQ_TRY(wq_io_behind_wrote(&f->wb, (size_t)(npts > 0 ? npts : 0) * H5Tget_size(mtype)));
     }
     if (rc < 0) {
         const wq_h5_entry *e = &f->entries[idx];
@@ -736,10 +732,10 @@ wq_status wq_h5_write_raw(wq_h5_file *f, int64_t idx, const void *data)
         const size_t esz = H5Tget_size(mt), bytes = (size_t)numel * esz;
         const int64_t rows = e->ndim > 0 ? e->shape[0] : 1;
         const size_t row = bytes / (size_t)(rows > 0 ? rows : 1);
-        if (e->ndim < 1 || f->wb_fd < 0 || bytes <= f->wb_window || row == 0) {
+        if (e->ndim < 1 || f->wb.fd < 0 || bytes <= f->wb.window || row == 0) {
             WQ_TRY(write_block(f, idx, 0, mt, 0, NULL, NULL, data));
         } else { /* slabs of whole rows of about one write-behind window */
-            const int64_t step = (int64_t)(f->wb_window / row > 0 ? f->wb_window / row : 1);
+            const int64_t step = (int64_t)(f->wb.window / row > 0 ? f->wb.window / row : 1);
             int64_t start[4] = {0}, count[4];
             for (int k = 0; k < e->ndim; k++)
                 count[k] = e->shape[k];
